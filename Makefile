@@ -1,0 +1,26 @@
+# The two set-up commands: `make demo` and `make test`. Each creates/updates .venv itself.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint bench docs clean
+
+$(STAMP): pyproject.toml constraints-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-dev.txt -e ".[test,demo,docs]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lipcert demo
+
+test: $(STAMP)
+	$(PY) -m ruff check lipcert tests benchmarks
+	$(PY) -m pytest -q --doctest-modules lipcert tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_certify.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,59 @@
+"""Benchmark of certify_logits on Cityscapes-sized logits: seconds, pixels per second, peak memory.
+
+Run: ``.venv/bin/python benchmarks/bench_certify.py [--sizes 512x1024 1024x2048] [--repeats 3]``.
+Prints a markdown table (a benchmark, not a timed test). Peak memory is the peak resident-set growth
+of this process during the call (tracemalloc cannot see torch's allocations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+import lipcert
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
+    parser.add_argument("--classes", type=int, default=19)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    print("| logits (K x H x W) | radii | metric | seconds (median) | Mpixels/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    gen = torch.Generator().manual_seed(0)
+    lipcert.certify_logits(torch.randn(1, 3, 8, 8), [0.1], "pixel_accuracy", torch.zeros(1, 8, 8, dtype=torch.long),
+                           lipschitz=1.0)  # compile the kernels
+    for size in args.sizes:
+        h, w = (int(v) for v in size.split("x"))
+        logits = torch.randn(1, args.classes, h, w, generator=gen) * 3
+        target = torch.randint(0, args.classes, (1, h, w), generator=gen)
+        target[logits.argmax(1) != target] = logits.argmax(1)[logits.argmax(1) != target]  # mostly correct
+        target[:, :10] = 255
+        for n_eps in (1, 64):
+            eps = np.linspace(0.01, 1.0, n_eps)
+            for metric in ("pixel_accuracy", "recall"):
+                times = []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    lipcert.certify_logits(logits, eps, metric, target, lipschitz=1.0)
+                    times.append(time.perf_counter() - t0)
+                med = float(np.median(times))
+                print(f"| {args.classes}x{h}x{w} | {n_eps} | {metric} | {med:.3f} | {h * w / med / 1e6:.1f} | "
+                      f"{_peak_rss_mb():.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""lipcert: exact robustness certificates for Lipschitz semantic segmentation networks.
+
+One forward pass of an L-Lipschitz network gives, for every radius eps, the worst value of a metric
+over all l2 perturbations of norm <= eps (Q1) and the smallest eps reaching a metric level (Q2).
+"""
+
+from .accumulate import CertifiedMetric
+from .certificate import Certificate
+from .certify import METRICS, certified_radius, certify, certify_logits
+from .costs import flip_costs, margins, pixel_radius, targeted_costs
+from .errors import LipcertError, LipcertWarning, LipschitzBoundError, SolverError
+from .lipschitz import lipschitz_bound, lipschitz_lower_bound
+
+__all__ = [
+    "METRICS",
+    "Certificate",
+    "CertifiedMetric",
+    "LipcertError",
+    "LipcertWarning",
+    "LipschitzBoundError",
+    "SolverError",
+    "certified_radius",
+    "certify",
+    "certify_logits",
+    "flip_costs",
+    "lipschitz_bound",
+    "lipschitz_lower_bound",
+    "margins",
+    "pixel_radius",
+    "targeted_costs",
+]
+__version__ = "0.1.0"

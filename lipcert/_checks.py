@@ -1,0 +1,100 @@
+"""Shared input validation. Every check raises a LipcertError naming the problem."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .errors import LipcertError
+
+
+def as_tensor(x, name: str) -> torch.Tensor:
+    """Return ``x`` as a CPU torch tensor without copying when possible."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")
+
+
+def check_logits(logits) -> torch.Tensor:
+    """Validate a (B,K,H,W) floating, finite logit tensor."""
+    t = as_tensor(logits, "logits")
+    if not t.is_floating_point():
+        raise LipcertError(f"Expected `logits` to be a floating-point tensor, but got dtype {t.dtype}.")
+    if t.ndim != 4:
+        raise LipcertError(f"Expected `logits` of shape (B, K, H, W), but got shape {tuple(t.shape)}.")
+    if t.shape[1] < 2:
+        raise LipcertError(f"Expected at least 2 classes in `logits`, but got K={t.shape[1]}.")
+    if not bool(torch.isfinite(t).all()):
+        raise LipcertError("Expected finite `logits`, but found NaN or Inf values.")
+    return t
+
+
+def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """Validate an integer (B,H,W) target matching ``logits``; labels in [0,K) or ``ignore_index``."""
+    t = as_tensor(target, "target")
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise LipcertError(f"Expected `target` to be an integer tensor, but got dtype {t.dtype}.")
+    b, k, h, w = logits.shape
+    if tuple(t.shape) != (b, h, w):
+        raise LipcertError(
+            f"Expected `target` of shape {(b, h, w)} to match logits {tuple(logits.shape)}, "
+            f"but got {tuple(t.shape)}."
+        )
+    t = t.long()
+    bad = (t < 0) | (t >= k)
+    if ignore_index is not None:
+        bad &= t != ignore_index
+    if bool(bad.any()):
+        vals = torch.unique(t[bad])[:5].tolist()
+        raise LipcertError(
+            f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {vals}."
+        )
+    return t
+
+
+def check_eps(eps) -> np.ndarray:
+    """Validate radii: a float or 1-D sequence of finite values >= 0 -> float64 (E,)."""
+    arr = np.asarray(eps, dtype=np.float64) if not isinstance(eps, torch.Tensor) else eps.double().numpy()
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1 or arr.size == 0:
+        raise LipcertError(f"Expected `eps` to be a float or a non-empty 1-D sequence, but got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise LipcertError(f"Expected every `eps` to be finite and >= 0, but got {arr.tolist()}.")
+    return arr
+
+
+def check_lipschitz(lipschitz) -> float:
+    """Validate a declared Lipschitz constant: a finite float > 0 (never defaulted)."""
+    if lipschitz is None:
+        raise LipcertError(
+            "A Lipschitz constant is required: pass `lipschitz=` explicitly (it never defaults to 1), "
+            "or use lipcert.certify(model, ...) with a model whose bound lipcert can compute."
+        )
+    try:
+        value = float(lipschitz)
+    except (TypeError, ValueError) as exc:
+        raise LipcertError(f"Expected `lipschitz` to be a number, but got {lipschitz!r}.") from exc
+    if not math.isfinite(value) or value <= 0:
+        raise LipcertError(f"Expected `lipschitz` to be finite and > 0, but got {value}.")
+    return value
+
+
+def check_levels(levels, name: str = "level") -> np.ndarray:
+    """Validate metric levels in [0, 1] -> float64 (Lv,)."""
+    arr = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any((arr < 0) | (arr > 1)):
+        raise LipcertError(f"Expected `{name}` to be values in [0, 1], but got {levels!r}.")
+    return arr
+
+
+def check_choice(value: str, choices: Sequence[str], name: str) -> str:
+    """Validate a string option against its allowed values."""
+    if value not in choices:
+        raise LipcertError(f"Expected `{name}` to be one of {list(choices)}, but got {value!r}.")
+    return value

@@ -1,0 +1,73 @@
+"""The Certificate result object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Worst-case values of a metric over every l2 perturbation of norm <= eps.
+
+    Attributes:
+        metric: metric name (e.g. ``"pixel_accuracy"``).
+        eps: float64 (E,) radii, l2 in [0,1] pixel units, in the order requested.
+        worst: float64 worst reachable value: (B, E) for image-level metrics and (B, E, K) for
+            per-class ones when ``average == "none"`` (one row per image); (E,) or (E, K) for dataset
+            aggregates (``"macro"`` = mean over images, ``"micro"`` = pooled pixels). NaN where the
+            metric is undefined. For metrics where larger is worse (``fnr``) it is the largest reachable
+            value, otherwise the smallest.
+        clean: float64 clean values, (B,) / (B, K), or () / (K,) for aggregates.
+        naive: the per-pixel certificate (a pixel counts only if its own radius ``m / (sqrt(2) L)``
+            exceeds eps), same shape as ``worst``; None when the metric has no per-pixel view.
+        lipschitz: the Lipschitz constant L used.
+        lipschitz_source: where L came from (``"declared"`` or ``"computed: ..."``).
+        average: ``"none"`` (per image), ``"macro"`` or ``"micro"``.
+        higher_is_better: True for accuracy-like metrics, False for ``fnr``.
+        solver: the method that produced ``worst`` (e.g. ``"greedy (exact)"``).
+        status: ``"exact"`` when ``worst`` is the exact optimum of the attacker's relaxed problem,
+            ``"bound"`` when it is a proven bound on the safe side.
+        pixel_radius: float64 (B, H, W) per-pixel certified radii (per-image results only), else None.
+        extras: metric-specific arrays (documented by each metric).
+    """
+
+    metric: str
+    eps: np.ndarray
+    worst: np.ndarray
+    clean: np.ndarray
+    naive: np.ndarray | None
+    lipschitz: float
+    lipschitz_source: str
+    average: str
+    higher_is_better: bool
+    solver: str
+    status: str
+    pixel_radius: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as nested lists, NaN as None); the pixel radius map is left out."""
+
+        def conv(a):
+            if a is None:
+                return None
+            arr = np.asarray(a, dtype=np.float64)
+            return np.where(np.isnan(arr), None, arr).tolist() if arr.ndim else (
+                None if np.isnan(arr) else float(arr))
+
+        return {
+            "metric": self.metric,
+            "eps": conv(self.eps),
+            "worst": conv(self.worst),
+            "clean": conv(self.clean),
+            "naive": conv(self.naive),
+            "lipschitz": self.lipschitz,
+            "lipschitz_source": self.lipschitz_source,
+            "average": self.average,
+            "higher_is_better": self.higher_is_better,
+            "solver": self.solver,
+            "status": self.status,
+            "extras": {k: conv(v) for k, v in self.extras.items()},
+        }

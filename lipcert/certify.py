@@ -1,0 +1,218 @@
+"""The entry points: certify a model (one forward pass) or a logit tensor, Q1 and Q2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._checks import check_choice, check_eps, check_levels, check_lipschitz, check_logits, check_target
+from .certificate import Certificate
+from .costs import _top2
+from .errors import LipcertError
+from .lipschitz import export_plain, lipschitz_bound
+from .metrics.unit import PER_CLASS_UNIT, UNIT_METRICS, build_unit_problem, unit_counts, unit_radius, unit_values
+
+METRICS = UNIT_METRICS
+_NEEDS_TARGET = ("pixel_accuracy", "recall", "fnr")
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """Per-image numerators/denominators of one metric; values are num / den."""
+
+    worst_num: np.ndarray  # (B, E, G)
+    naive_num: np.ndarray  # (B, E, G)
+    clean_num: np.ndarray  # (B, G)
+    den: np.ndarray  # (B, G)
+    complement: bool
+    per_class: bool
+    margin: np.ndarray  # (B, H, W) top1 - top2
+
+
+def _prepare(logits, target, metric, ignore_index):
+    """Validate and return (logits tensor, target numpy or None, pred, margin)."""
+    check_choice(metric, METRICS, "metric")
+    t = check_logits(logits)
+    if target is None and metric in _NEEDS_TARGET:
+        raise LipcertError(f"Metric {metric!r} needs `target` labels of shape (B, H, W).")
+    tgt = None if target is None else check_target(target, t, ignore_index).numpy()
+    pred, margin = _top2(t)
+    return t, tgt, pred.numpy(), margin.numpy()
+
+
+def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
+    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
+    problem = build_unit_problem(metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1])
+    worst_num, naive_num = unit_counts(problem, eps)
+    return _Evaluation(worst_num, naive_num, problem.clean_num, problem.den, problem.complement,
+                       metric in PER_CLASS_UNIT, margin)
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric != "fnr"
+
+
+def certify_logits(
+    logits,
+    eps,
+    metric: str,
+    target=None,
+    *,
+    lipschitz: float,
+    ignore_index: int | None = 255,
+    lipschitz_source: str = "declared",
+) -> Certificate:
+    """Worst value of a metric for each image over every perturbation with ``||delta||_2 <= eps`` (Q1).
+
+    The logits must come from a network that is ``lipschitz``-Lipschitz (l2) from the input image in
+    [0,1] pixel units to its whole logit map. The answer is exact for the relaxed attacker who may move
+    the logits anywhere in the ball of radius ``L * eps`` (see docs/certificates.md).
+
+    Args:
+        logits: (B, K, H, W) float logits (torch or numpy, any float dtype; float64 inside).
+        eps: a radius or a 1-D sequence of E radii, l2 in [0,1] pixel units, each >= 0.
+        metric: ``"pixel_accuracy"``, ``"stability"``, ``"recall"`` or ``"fnr"``.
+        target: int (B, H, W) labels in [0, K) or ``ignore_index``; required except for stability
+            (where it only masks ignored pixels).
+        lipschitz: the Lipschitz constant L (required, never defaulted).
+        ignore_index: label excluded from every count, or None.
+        lipschitz_source: recorded provenance of L.
+
+    Returns:
+        A :class:`Certificate` with ``worst`` (B, E) for pixel_accuracy / stability, (B, E, K) for
+        recall / fnr (NaN where class k is absent from the image's ground truth, or where an image has
+        no valid pixel), ``clean`` (B,) or (B, K), ``naive`` (the per-pixel certificate) and the
+        per-pixel radius map ``pixel_radius`` (B, H, W).
+
+    Raises:
+        LipcertError: NaN/Inf or integer logits, bad shapes, labels out of range, eps < 0, L <= 0,
+            unknown metric.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])  # 1 image, 2 classes, 1x2 pixels
+        >>> cert = certify_logits(logits, [0.0, 1.5, 3.0], "pixel_accuracy", torch.tensor([[[0, 0]]]),
+        ...                       lipschitz=1.0)
+        >>> cert.worst.tolist()
+        [[1.0, 0.5, 0.0]]
+    """
+    L = check_lipschitz(lipschitz)
+    e = check_eps(eps)
+    ev = _evaluate(logits, target, e, metric, L, ignore_index)
+    squeeze = (lambda a: a) if ev.per_class else (lambda a: a[..., 0])
+    den_e = ev.den[:, None, :]
+    return Certificate(
+        metric=metric,
+        eps=e,
+        worst=squeeze(unit_values(ev.worst_num, den_e, ev.complement)),
+        clean=squeeze(unit_values(ev.clean_num, ev.den, ev.complement)),
+        naive=squeeze(unit_values(ev.naive_num, den_e, ev.complement)),
+        lipschitz=L,
+        lipschitz_source=lipschitz_source,
+        average="none",
+        higher_is_better=_higher_is_better(metric),
+        solver="greedy on sorted costs (exact)",
+        status="exact",
+        pixel_radius=ev.margin / (np.sqrt(2.0) * L),
+    )
+
+
+def certified_radius(
+    logits,
+    metric: str,
+    target=None,
+    *,
+    lipschitz: float,
+    level=None,
+    drop=None,
+    ignore_index: int | None = 255,
+) -> np.ndarray:
+    """Q2: the smallest eps at which each image's metric can be pushed to a level (a certified radius).
+
+    Below the returned radius no perturbation reaches the level; at it the relaxed attacker can.
+    Examples: pixel accuracy down by 30 points is ``drop=0.3``; FNR of every class >= 0.5 is
+    ``metric="fnr", level=0.5``; robustness@alpha (a fraction alpha of pixels changed) is
+    ``metric="stability", level=1 - alpha``; a fraction alpha of pixels wrong is
+    ``metric="pixel_accuracy", level=1 - alpha``.
+
+    Args:
+        logits: (B, K, H, W) float logits.
+        metric: a unit-value metric (see :func:`certify_logits`).
+        target: int (B, H, W) labels (not needed for stability).
+        lipschitz: L (required).
+        level: values in [0, 1] to reach (``<=`` level, or ``>=`` for fnr). Exactly one of level/drop.
+        drop: falls (rises for fnr) from each image's clean value, in [0, 1].
+        ignore_index: label excluded from every count, or None.
+
+    Returns:
+        float64 (B, Lv) or (B, Lv, K) for per-class metrics: radii in l2 [0,1] pixel units; 0 where
+        the level already holds, inf where it is unreachable, NaN where the metric is undefined.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])
+        >>> certified_radius(logits, "pixel_accuracy", torch.tensor([[[0, 0]]]), lipschitz=1.0,
+        ...                  level=0.5).round(4).tolist()
+        [[0.7071]]
+    """
+    L = check_lipschitz(lipschitz)
+    if (level is None) == (drop is None):
+        raise LipcertError("Pass exactly one of `level` and `drop`.")
+    levels = check_levels(level if drop is None else drop, "level" if drop is None else "drop")
+    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
+    problem = build_unit_problem(metric, pred, margin, tgt, L, ignore_index, t.shape[1])
+    radius = unit_radius(problem, levels, drop is not None)
+    return radius if metric in PER_CLASS_UNIT else radius[..., 0]
+
+
+def certify(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    eps,
+    metric: str,
+    target=None,
+    lipschitz: float | None = None,
+    *,
+    ignore_index: int | None = 255,
+) -> Certificate:
+    """Certify a model on a batch with ONE forward pass, then :func:`certify_logits`.
+
+    The model runs in eval mode under ``torch.no_grad()``; its previous mode is restored.
+
+    Args:
+        model: a segmentation network mapping (B, C, H, W) images in [0,1] to (B, K, H, W) logits.
+        x: float (B, C, H, W) images in [0, 1].
+        eps, metric, target, ignore_index: as in :func:`certify_logits`.
+        lipschitz: a declared L. With None, the model is frozen (:func:`lipcert.models.export_plain`) and
+            the guaranteed bound :func:`lipcert.lipschitz_bound` is computed from those frozen weights,
+            which are also the ones that run; a model whose bound cannot be computed is refused (never
+            assumed 1-Lipschitz).
+
+    Returns:
+        A :class:`Certificate` as in :func:`certify_logits`.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Conv2d(1, 2, 1, bias=False)
+        >>> cert = certify(net, torch.rand(1, 1, 4, 4), 0.1, "stability")
+        >>> cert.lipschitz_source.startswith("computed")
+        True
+    """
+    if lipschitz is None:
+        # bound and forward use the same frozen weights (parametrisations may change state per access)
+        model = export_plain(model)
+        L = lipschitz_bound(model, tuple(x.shape[1:]))
+        source = "computed: lipcert.lipschitz_bound"
+    else:
+        L, source = check_lipschitz(lipschitz), "declared"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        model.train(was_training)
+    return certify_logits(logits, eps, metric, target, lipschitz=L, ignore_index=ignore_index,
+                          lipschitz_source=source)

@@ -1,0 +1,10 @@
+"""numba kernels: pure functions over numpy arrays, compiled with ``cache=True``.
+
+Each kernel has a numpy twin of the same name in :mod:`lipcert.kernels.twins`, used by the tests to
+check that both give identical numbers. Segments ("CSR" layout): group ``g`` owns
+``values[offsets[g]:offsets[g + 1]]``.
+"""
+
+from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
+
+__all__ = ["grouped_sorted_prefix", "segment_count_leq", "segment_value_at"]

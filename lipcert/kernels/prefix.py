@@ -1,0 +1,98 @@
+"""Sorted prefix sums per group and the look-ups that answer every radius at once."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..config import NUMBA_FLAGS
+
+
+@njit(**NUMBA_FLAGS)
+def grouped_sorted_prefix(costs, group, n_groups):
+    """Sort the costs of each group ascending and take their running sums.
+
+    Args:
+        costs: float64 (n,) non-negative costs.
+        group: int64 (n,) group of each cost in [0, n_groups), or -1 to leave it out.
+        n_groups: number of groups G.
+
+    Returns:
+        ``(offsets, sorted_costs, prefix)``: int64 (G+1,), float64 (m,) and float64 (m,) where ``m`` is
+        the number of kept costs; ``prefix[offsets[g] + j]`` is the sum of the ``j + 1`` cheapest costs
+        of group g (accumulated in float64, cheapest first).
+    """
+    n = costs.shape[0]
+    offsets = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(n):
+        g = group[i]
+        if g >= 0:
+            offsets[g + 1] += 1
+    for g in range(n_groups):
+        offsets[g + 1] += offsets[g]
+    pos = offsets[:-1].copy()
+    values = np.empty(offsets[n_groups], dtype=np.float64)
+    for i in range(n):
+        g = group[i]
+        if g >= 0:
+            values[pos[g]] = costs[i]
+            pos[g] += 1
+    prefix = np.empty_like(values)
+    for g in range(n_groups):
+        lo = offsets[g]
+        hi = offsets[g + 1]
+        if hi > lo:
+            values[lo:hi] = np.sort(values[lo:hi])
+            acc = 0.0
+            for j in range(lo, hi):
+                acc += values[j]
+                prefix[j] = acc
+    return offsets, values, prefix
+
+
+@njit(**NUMBA_FLAGS)
+def segment_count_leq(offsets, values, thresholds):
+    """Count, per segment, the sorted values ``<= t`` for every threshold.
+
+    Args:
+        offsets: int64 (G+1,) segment boundaries.
+        values: float64 (m,) ascending within each segment.
+        thresholds: float64 (E,) in any order.
+
+    Returns:
+        int64 (G, E) counts.
+    """
+    n_groups = offsets.shape[0] - 1
+    out = np.zeros((n_groups, thresholds.shape[0]), dtype=np.int64)
+    for g in range(n_groups):
+        seg = values[offsets[g] : offsets[g + 1]]
+        if seg.shape[0] > 0:
+            out[g, :] = np.searchsorted(seg, thresholds, side="right")
+    return out
+
+
+@njit(**NUMBA_FLAGS)
+def segment_value_at(offsets, values, counts):
+    """The ``k``-th smallest value of each segment (1-based) for every requested ``k``.
+
+    Args:
+        offsets: int64 (G+1,) segment boundaries.
+        values: float64 (m,) ascending within each segment (e.g. prefix sums).
+        counts: int64 (G, Lv) requested ranks.
+
+    Returns:
+        float64 (G, Lv): 0.0 where ``k <= 0``, ``inf`` where ``k`` exceeds the segment size.
+    """
+    n_groups = offsets.shape[0] - 1
+    out = np.empty(counts.shape, dtype=np.float64)
+    for g in range(n_groups):
+        size = offsets[g + 1] - offsets[g]
+        for j in range(counts.shape[1]):
+            k = counts[g, j]
+            if k <= 0:
+                out[g, j] = 0.0
+            elif k > size:
+                out[g, j] = np.inf
+            else:
+                out[g, j] = values[offsets[g] + k - 1]
+    return out

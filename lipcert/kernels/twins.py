@@ -1,0 +1,41 @@
+"""numpy twins of the numba kernels: same signatures, same numbers, used by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def grouped_sorted_prefix(costs, group, n_groups):
+    """numpy twin of :func:`lipcert.kernels.prefix.grouped_sorted_prefix`."""
+    keep = group >= 0
+    order = np.lexsort((costs[keep], group[keep]))
+    values = costs[keep][order]
+    groups = group[keep][order]
+    offsets = np.zeros(n_groups + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(groups, minlength=n_groups))
+    prefix = np.empty_like(values)
+    for g in range(n_groups):
+        lo, hi = offsets[g], offsets[g + 1]
+        acc = 0.0
+        for j in range(lo, hi):  # sequential float64 accumulation, cheapest first, as the kernel
+            acc += values[j]
+            prefix[j] = acc
+    return offsets, values, prefix
+
+
+def segment_count_leq(offsets, values, thresholds):
+    """numpy twin of :func:`lipcert.kernels.prefix.segment_count_leq`."""
+    out = np.zeros((len(offsets) - 1, len(thresholds)), dtype=np.int64)
+    for g in range(len(offsets) - 1):
+        out[g] = np.searchsorted(values[offsets[g] : offsets[g + 1]], thresholds, side="right")
+    return out
+
+
+def segment_value_at(offsets, values, counts):
+    """numpy twin of :func:`lipcert.kernels.prefix.segment_value_at`."""
+    out = np.empty(counts.shape, dtype=np.float64)
+    for g in range(len(offsets) - 1):
+        seg = values[offsets[g] : offsets[g + 1]]
+        for j, k in enumerate(counts[g]):
+            out[g, j] = 0.0 if k <= 0 else (np.inf if k > len(seg) else seg[k - 1])
+    return out

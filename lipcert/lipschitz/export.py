@@ -1,0 +1,84 @@
+"""Export parametrised convolutions (orthogonium, deel-torchlip) to plain torch layers.
+
+Orthogonal and spectral parametrisations recompute (and in eval mode, cache) their weights on every
+access; some also update power-iteration state during a forward pass. For certification and fast
+inference lipcert freezes the weights that run into plain ``nn.Conv2d`` / ``nn.ConvTranspose2d`` /
+``nn.Linear`` layers, and computes the Lipschitz bound on that frozen copy.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from deel import torchlip
+from torch import nn
+
+
+def _plain_conv(m: nn.Conv2d) -> nn.Conv2d:
+    padding, mode = m.padding, m.padding_mode
+    if isinstance(m, torchlip.PadConv2d) and m.old_padding_mode.lower() == "symmetric":
+        raise NotImplementedError("symmetric PadConv2d has no plain nn.Conv2d equivalent; keep it as is")
+    out = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, padding, m.dilation, m.groups,
+                    m.bias is not None, mode)
+    return out
+
+
+def _plain_conv_t(m: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                              m.output_padding, m.groups, m.bias is not None, m.dilation, m.padding_mode)
+
+
+def _needs_export(m: nn.Module) -> bool:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        plain = type(m) in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+        return not plain or torch.nn.utils.parametrize.is_parametrized(m)
+    return False
+
+
+def export_plain(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every parametrised conv / linear layer frozen to a plain one.
+
+    The weights copied are the eval-mode weights the model uses (refresh training-mode caches, e.g. with
+    one training-mode forward pass after the last optimiser step, before exporting). Outputs match the
+    parametrised model in eval mode up to float rounding.
+
+    Args:
+        model: any torch module.
+
+    Returns:
+        A new module (the input is not modified), in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d
+        >>> conv = AdaptiveOrthoConv2d(4, 4, 3, padding=1, padding_mode="zeros", bias=False).eval()
+        >>> type(export_plain(conv)).__name__
+        'Conv2d'
+    """
+    model = model.eval()
+    with torch.no_grad():
+        weights = {
+            name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+            for name, m in model.named_modules()
+            if _needs_export(m)
+        }
+    out = copy.deepcopy(model).eval()
+    for name, (w, b) in weights.items():
+        m = out.get_submodule(name)
+        if isinstance(m, nn.ConvTranspose2d):
+            new = _plain_conv_t(m)
+        elif isinstance(m, nn.Conv2d):
+            new = _plain_conv(m)
+        else:
+            new = nn.Linear(m.in_features, m.out_features, m.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(w)
+            if b is not None:
+                new.bias.copy_(b)
+        new.eval()
+        if name == "":
+            return new
+        parent_name, _, attr = name.rpartition(".")
+        setattr(out.get_submodule(parent_name) if parent_name else out, attr, new)
+    return out

@@ -1,0 +1,140 @@
+"""Exact certificates for unit-value metrics: pixel accuracy, stability, recall and FNR.
+
+Every pixel the attacker flips counts once, so the attacker's best use of a budget ``eps**2`` is to flip
+the cheapest candidates first: greedy on sorted costs is exact for this 0/1 knapsack with unit values.
+One sort and one running sum answer every radius (``searchsorted``) and every level (Q2 look-up).
+
+=================  =========================================  ==========================
+metric             candidates the attacker flips (cost c_p)   value per image / class
+=================  =========================================  ==========================
+pixel_accuracy     correct valid pixels                       (correct - k) / valid
+stability          every valid pixel                          (valid - k) / valid
+recall (per cls)   true positives of class c                  (TP_c - k_c) / G_c
+fnr (per cls)      true positives of class c                  1 - recall
+=================  =========================================  ==========================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import COST_REL_SLACK
+from ..kernels import grouped_sorted_prefix, segment_count_leq, segment_value_at
+
+UNIT_METRICS = ("pixel_accuracy", "stability", "recall", "fnr")
+PER_CLASS_UNIT = ("recall", "fnr")
+
+
+@dataclass(frozen=True)
+class _UnitProblem:
+    """Sorted costs of every (image, group) plus the clean numerators and denominators."""
+
+    n_images: int
+    n_groups: int
+    offsets: np.ndarray  # int64 (B*G+1,)
+    sorted_costs: np.ndarray  # float64 (m,)
+    prefix: np.ndarray  # float64 (m,)
+    clean_num: np.ndarray  # float64 (B, G)
+    den: np.ndarray  # float64 (B, G)
+    complement: bool  # value reported as 1 - num/den (fnr)
+
+
+def _budgets(eps: np.ndarray) -> np.ndarray:
+    return eps * eps * (1.0 + COST_REL_SLACK)
+
+
+def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_classes) -> _UnitProblem:
+    """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)``.
+
+    Args:
+        metric: one of ``UNIT_METRICS``.
+        pred: int64 (B, H, W) predictions; margin: float64 (B, H, W) top1 - top2.
+        target: int64 (B, H, W) labels or None (stability only).
+        lipschitz: L > 0; ignore_index: label excluded from every count (or None).
+        n_classes: K.
+    """
+    b = pred.shape[0]
+    pred = pred.reshape(b, -1)
+    costs = (margin.reshape(b, -1) ** 2) / (2.0 * lipschitz * lipschitz)
+    if target is None:
+        valid = np.ones_like(pred, dtype=bool)
+    else:
+        target = target.reshape(b, -1)
+        valid = target != ignore_index if ignore_index is not None else np.ones_like(pred, dtype=bool)
+    if metric == "stability":
+        n_groups, cand, cls = 1, valid, np.zeros_like(pred)
+        den = valid.sum(1, keepdims=True).astype(np.float64)
+        clean_num = den.copy()
+    elif metric == "pixel_accuracy":
+        n_groups, cls = 1, np.zeros_like(pred)
+        cand = valid & (pred == target)
+        den = valid.sum(1, keepdims=True).astype(np.float64)
+        clean_num = cand.sum(1, keepdims=True).astype(np.float64)
+    else:  # recall / fnr: true positives of each ground-truth class
+        n_groups = n_classes
+        cand = valid & (pred == target)
+        cls = np.where(valid, target, 0)
+        den = np.stack([np.bincount(cls[i][valid[i]], minlength=n_classes) for i in range(b)]).astype(np.float64)
+        clean_num = np.stack(
+            [np.bincount(cls[i][cand[i]], minlength=n_classes) for i in range(b)]
+        ).astype(np.float64)
+    group = np.where(cand, np.arange(b)[:, None] * n_groups + cls, -1).astype(np.int64).ravel()
+    offsets, sorted_costs, prefix = grouped_sorted_prefix(
+        np.ascontiguousarray(costs.ravel()), group, b * n_groups
+    )
+    return _UnitProblem(b, n_groups, offsets, sorted_costs, prefix, clean_num, den, metric == "fnr")
+
+
+def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Worst-case numerators under the joint (exact) and the per-pixel (naive) certificate.
+
+    Returns:
+        ``(worst_num, naive_num)``: float64 (B, E, G) numbers of candidates that stay unflipped.
+        Joint: the attacker flips the largest k whose cheapest-k cost sum is ``<= eps**2``. Naive: a
+        candidate stays only if its own cost exceeds ``eps**2``.
+    """
+    budgets = _budgets(eps)
+    b, g = problem.n_images, problem.n_groups
+    flips = segment_count_leq(problem.offsets, problem.prefix, budgets).reshape(b, g, -1)
+    single = segment_count_leq(problem.offsets, problem.sorted_costs, budgets).reshape(b, g, -1)
+    clean = problem.clean_num[:, :, None]
+    return (clean - flips).transpose(0, 2, 1), (clean - single).transpose(0, 2, 1)
+
+
+def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.ndarray:
+    """Q2: the smallest eps at which the metric can reach each level (exact under the cost model).
+
+    Args:
+        problem: from :func:`build_unit_problem`.
+        levels: float64 (Lv,) target values of the metric (``drop=False``) or drops from the clean value
+            (``drop=True``). For fnr a level means "fnr >= level"; for the others "value <= level".
+        drop: interpret ``levels`` as drops (rises for fnr) from the clean value.
+
+    Returns:
+        float64 (B, Lv, G): radii in l2 [0,1] pixel units; 0 where the clean value already meets the
+        level, inf where no budget reaches it, NaN where the metric is undefined (no denominator).
+    """
+    den = problem.den[:, None, :]
+    clean = problem.clean_num[:, None, :]
+    lev = levels[None, :, None]
+    if drop:
+        need_real = lev * den
+    else:
+        value_level = 1.0 - lev if problem.complement else lev
+        need_real = clean - value_level * den
+    # Rounding `need` down can only make the radius smaller: the safe side.
+    need = np.ceil(need_real - 1e-9 * np.maximum(den, 1.0)).astype(np.int64)
+    b, g = problem.n_images, problem.n_groups
+    need_g = need.transpose(0, 2, 1).reshape(b * g, -1)
+    sums = segment_value_at(problem.offsets, problem.prefix, np.ascontiguousarray(need_g))
+    radius = np.sqrt(sums / (1.0 + COST_REL_SLACK)).reshape(b, g, -1).transpose(0, 2, 1)
+    return np.where(den > 0, radius, np.nan)
+
+
+def unit_values(num: np.ndarray, den: np.ndarray, complement: bool) -> np.ndarray:
+    """num / den (or 1 - num / den), NaN where den == 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return 1.0 - value if complement else value

@@ -1,0 +1,98 @@
+"""Building blocks of the lipcert architectures: Lipschitz or unconstrained, chosen by one argument.
+
+``parametrization``:
+- ``"aoc"`` (default): orthogonium ``AdaptiveOrthoConv2d`` / ``AdaptiveOrthoConvTranspose2d``, orthogonal
+  on the whole feature map (tight, no receptive-field shrinkage), zero padding, MaxMin, BatchCentering;
+- ``"spectral"``: deel-torchlip ``SpectralConv2d`` / ``SpectralConvTranspose2d`` (Björck + the
+  receptive-field factor), MaxMin, BatchCentering;
+- ``"plain"``: the unconstrained twin: ``nn.Conv2d`` + ``ReLU`` + ``BatchNorm2d`` (no certificate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from deel import torchlip
+from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d, AdaptiveOrthoConvTranspose2d
+from orthogonium.layers.custom_activations import MaxMin
+from torch import nn
+
+from ..errors import LipcertError
+from ..lipschitz import register_layer_bound
+
+PARAMETRIZATIONS = ("aoc", "spectral", "plain")
+
+
+class InputNormalization(nn.Module):
+    """``gain * (x - mean) / std`` per channel: inside the model, counted in its Lipschitz bound.
+
+    Its l2 Lipschitz constant is ``gain / min(std)``. The gain is an explicit, documented scale: a
+    1-Lipschitz body after a gain g makes a g-Lipschitz model, and certificates use that L.
+
+    Args:
+        mean, std: per-channel statistics (C,) of the [0,1] input; std > 0.
+        gain: a positive scalar.
+    """
+
+    def __init__(self, mean, std, gain: float = 1.0) -> None:
+        super().__init__()
+        std_t = torch.as_tensor(std, dtype=torch.float32)
+        if torch.any(std_t <= 0) or gain <= 0:
+            raise LipcertError(f"Expected std > 0 and gain > 0, but got std={std}, gain={gain}.")
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("scale", (gain / std_t).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.scale
+
+
+register_layer_bound(InputNormalization, lambda m, hw: float(m.scale.abs().max()))
+
+
+def check_parametrization(parametrization: str) -> str:
+    if parametrization not in PARAMETRIZATIONS:
+        raise LipcertError(f"Expected `parametrization` in {PARAMETRIZATIONS}, but got {parametrization!r}.")
+    return parametrization
+
+
+def conv(p: str, c_in: int, c_out: int, k: int, stride: int = 1, dilation: int = 1, bias: bool = False) -> nn.Module:
+    """A k x k conv with zero padding keeping size // stride (integer padding, never 'same')."""
+    pad = dilation * (k - 1) // 2
+    if p == "aoc":
+        return AdaptiveOrthoConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias,
+                                   padding_mode="zeros")
+    if p == "spectral":
+        return torchlip.SpectralConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
+
+
+def up_conv(p: str, c_in: int, c_out: int) -> nn.Module:
+    """A 2x2 stride-2 transposed conv (orthogonal for "aoc")."""
+    if p == "aoc":
+        return AdaptiveOrthoConvTranspose2d(c_in, c_out, 2, stride=2, bias=False)
+    if p == "spectral":
+        return torchlip.SpectralConvTranspose2d(c_in, c_out, 2, stride=2, bias=False)
+    return nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False)
+
+
+def activation(p: str, channels: int) -> nn.Module:
+    """MaxMin (channel-preserving, 1-Lipschitz) or ReLU for the plain twin."""
+    return nn.ReLU() if p == "plain" else MaxMin()
+
+
+def norm(p: str, channels: int) -> nn.Module:
+    """BatchCentering (a shift in eval mode: 1-Lipschitz) or BatchNorm2d for the plain twin."""
+    return nn.BatchNorm2d(channels) if p == "plain" else torchlip.BatchCentering(channels)
+
+
+def block(p: str, c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """conv -> activation -> centering."""
+    return nn.Sequential(conv(p, c_in, c_out, k, stride, dilation), activation(p, c_out), norm(p, c_out))
+
+
+class ScaledConcat(nn.Module):
+    """Concatenate b branches along channels and scale by 1/sqrt(b): 1-Lipschitz if each branch is."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1) * (1.0 / math.sqrt(len(xs)))

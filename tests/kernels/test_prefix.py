@@ -1,0 +1,33 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lipcert.kernels import grouped_sorted_prefix, segment_count_leq, segment_value_at, twins
+
+
+@given(st.integers(0, 60), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_numba_equals_numpy_twin(n, n_groups, seed):
+    rng = np.random.default_rng(seed)
+    costs = np.round(rng.exponential(size=n), 2)  # rounding creates ties
+    group = rng.integers(-1, n_groups, size=n).astype(np.int64)
+    a = grouped_sorted_prefix(costs, group, n_groups)
+    b = twins.grouped_sorted_prefix(costs, group, n_groups)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)  # identical numbers, not just close
+    offsets, values, prefix = a
+    thr = np.concatenate([[0.0], rng.exponential(size=4) * 3])
+    np.testing.assert_array_equal(segment_count_leq(offsets, prefix, thr),
+                                  twins.segment_count_leq(offsets, prefix, thr))
+    ks = rng.integers(-1, n + 2, size=(n_groups, 3)).astype(np.int64)
+    np.testing.assert_array_equal(segment_value_at(offsets, prefix, ks), twins.segment_value_at(offsets, prefix, ks))
+
+
+def test_prefix_by_hand():
+    costs = np.array([3.0, 1.0, 2.0, 5.0])
+    group = np.array([0, 0, -1, 1], dtype=np.int64)
+    offsets, values, prefix = grouped_sorted_prefix(costs, group, 2)
+    assert offsets.tolist() == [0, 2, 3]
+    assert values.tolist() == [1.0, 3.0, 5.0]
+    assert prefix.tolist() == [1.0, 4.0, 5.0]
+    assert segment_count_leq(offsets, prefix, np.array([0.5, 4.0, 5.0])).tolist() == [[0, 2, 2], [0, 0, 1]]
+    assert segment_value_at(offsets, prefix, np.array([[0, 2], [1, 2]])).tolist() == [[0.0, 4.0], [5.0, np.inf]]
