@@ -20,8 +20,8 @@ def as_tensor(x, name: str) -> torch.Tensor:
     raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")
 
 
-def check_logits(logits) -> torch.Tensor:
-    """Validate a (B,K,H,W) floating, finite logit tensor."""
+def check_logits(logits, finite: bool = True) -> torch.Tensor:
+    """Validate a (B,K,H,W) floating logit tensor (and that it is finite, unless ``finite=False``)."""
     t = as_tensor(logits, "logits")
     if not t.is_floating_point():
         raise LipcertError(f"Expected `logits` to be a floating-point tensor, but got dtype {t.dtype}.")
@@ -29,9 +29,13 @@ def check_logits(logits) -> torch.Tensor:
         raise LipcertError(f"Expected `logits` of shape (B, K, H, W), but got shape {tuple(t.shape)}.")
     if t.shape[1] < 2:
         raise LipcertError(f"Expected at least 2 classes in `logits`, but got K={t.shape[1]}.")
-    if not bool(torch.isfinite(t).all()):
-        raise LipcertError("Expected finite `logits`, but found NaN or Inf values.")
+    if finite and not bool(torch.isfinite(t).all()):
+        raise_not_finite()
     return t
+
+
+def raise_not_finite() -> None:
+    raise LipcertError("Expected finite `logits`, but found NaN or Inf values.")
 
 
 def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torch.Tensor:

@@ -34,12 +34,12 @@ class _Evaluation:
 def _prepare(logits, target, metric, ignore_index):
     """Validate and return (logits tensor, target numpy or None, pred, margin)."""
     check_choice(metric, METRICS, "metric")
-    t = check_logits(logits)
+    t = check_logits(logits, finite=False)
     if target is None and metric in _NEEDS_TARGET:
         raise LipcertError(f"Metric {metric!r} needs `target` labels of shape (B, H, W).")
     tgt = None if target is None else check_target(target, t, ignore_index).numpy()
     pred, margin = _top2(t)
-    return t, tgt, pred.numpy(), margin.numpy()
+    return t, tgt, pred, margin
 
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:

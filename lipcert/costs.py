@@ -14,14 +14,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_lipschitz, check_logits
+from ._checks import check_lipschitz, check_logits, raise_not_finite
+from .kernels import top2_margin
 
 
-def _top2(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prediction (first argmax, int64) and margin top1 - top2 (float64) of validated logits."""
-    pred = logits.argmax(dim=1)
-    top = torch.topk(logits, 2, dim=1).values.to(torch.float64)
-    return pred, top[:, 0] - top[:, 1]
+def _top2(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction (first argmax, int64) and margin top1 - top2 (float64), (B, H, W) each.
+
+    ``logits`` has passed ``check_logits(..., finite=False)``; finiteness is checked in the same pass.
+    """
+    b, k, h, w = logits.shape
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()  # float16 / bfloat16 -> float32 is exact
+    pred, margin, finite = top2_margin(np.ascontiguousarray(logits.numpy().reshape(b, k, h * w)))
+    if not finite:
+        raise_not_finite()
+    return pred.reshape(b, h, w), margin.reshape(b, h, w)
 
 
 def margins(logits) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +48,7 @@ def margins(logits) -> tuple[np.ndarray, np.ndarray]:
         >>> int(pred[0, 0, 0]), float(m[0, 0, 0])
         (0, 1.5)
     """
-    pred, m = _top2(check_logits(logits))
-    return pred.numpy(), m.numpy()
+    return _top2(check_logits(logits, finite=False))
 
 
 def flip_costs(logits, lipschitz: float) -> np.ndarray:
@@ -60,8 +67,8 @@ def flip_costs(logits, lipschitz: float) -> np.ndarray:
         2.0
     """
     L = check_lipschitz(lipschitz)
-    _, m = _top2(check_logits(logits))
-    return (m.numpy() ** 2) / (2.0 * L * L)
+    _, m = _top2(check_logits(logits, finite=False))
+    return (m**2) / (2.0 * L * L)
 
 
 def targeted_costs(logits, lipschitz: float) -> np.ndarray:
@@ -105,5 +112,5 @@ def pixel_radius(logits, lipschitz: float) -> np.ndarray:
         0.7071
     """
     L = check_lipschitz(lipschitz)
-    _, m = _top2(check_logits(logits))
-    return m.numpy() / (np.sqrt(2.0) * L)
+    _, m = _top2(check_logits(logits, finite=False))
+    return m / (np.sqrt(2.0) * L)

@@ -39,3 +39,12 @@ def segment_value_at(offsets, values, counts):
         for j, k in enumerate(counts[g]):
             out[g, j] = 0.0 if k <= 0 else (np.inf if k > len(seg) else seg[k - 1])
     return out
+
+
+def top2_margin(logits):
+    """numpy twin of :func:`lipcert.kernels.margins.top2_margin`."""
+    x = logits.astype(np.float64)
+    pred = x.argmax(1)
+    top = np.sort(x, axis=1)
+    margin = top[:, -1] - top[:, -2]
+    return pred.astype(np.int64), margin, bool(np.isfinite(x).all())

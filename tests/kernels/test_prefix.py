@@ -31,3 +31,19 @@ def test_prefix_by_hand():
     assert prefix.tolist() == [1.0, 4.0, 5.0]
     assert segment_count_leq(offsets, prefix, np.array([0.5, 4.0, 5.0])).tolist() == [[0, 2, 2], [0, 0, 1]]
     assert segment_value_at(offsets, prefix, np.array([[0, 2], [1, 2]])).tolist() == [[0.0, 4.0], [5.0, np.inf]]
+
+
+@given(st.integers(1, 3), st.integers(2, 6), st.integers(1, 30), st.integers(0, 2**31 - 1),
+       st.sampled_from([np.float32, np.float64]))
+def test_top2_margin_equals_numpy_twin(b, k, n, seed, dtype):
+    from lipcert.kernels import top2_margin
+
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-2, 3, size=(b, k, n)).astype(dtype)  # many exact ties
+    got = top2_margin(logits)
+    ref = twins.top2_margin(logits)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert got[2] is True and ref[2] is True
+    logits[0, -1, 0] = np.nan
+    assert top2_margin(logits)[2] is False and twins.top2_margin(logits)[2] is False
