@@ -1,0 +1,73 @@
+"""Checkpoints: loading (weights_only=True) and the models shipped with lipcert."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import LipcertError
+from ..lipschitz.export import export_plain
+from .lipnet import LipNet, LipUNet
+
+_ARCHS = {"LipNet": LipNet, "LipUNet": LipUNet}
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def build_model(config: dict) -> nn.Module:
+    """Build an architecture from its ``config`` dict (as stored in ``model.config``)."""
+    cfg = dict(config)
+    arch = cfg.pop("arch", None)
+    if arch not in _ARCHS:
+        raise LipcertError(f"Expected a config with `arch` in {list(_ARCHS)}, but got {arch!r}.")
+    if "widths" in cfg:
+        cfg["widths"] = [tuple(w) for w in cfg["widths"]]
+    return _ARCHS[arch](**cfg)
+
+
+def load_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """Load a lipcert checkpoint (``torch.load(weights_only=True)``) as a model in eval mode.
+
+    Exported checkpoints (the default of :func:`lipcert.train.save_checkpoint`) come back with plain
+    frozen layers: the Lipschitz bound is computed on exactly these weights.
+
+    Args:
+        path: a ``.pt`` file written by :func:`lipcert.train.save_checkpoint`.
+
+    Returns:
+        The model (eval mode) with ``.config`` and ``.meta`` attributes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LipcertError(f"No checkpoint at {path}.")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["config"])
+    if ckpt.get("exported", False):
+        model = export_plain(model)
+    model.load_state_dict(ckpt["state_dict"])
+    model.config = dict(ckpt["config"])
+    model.meta = ckpt.get("meta", {})
+    return model.eval()
+
+
+def list_pretrained() -> list[str]:
+    """Names of the checkpoints shipped with lipcert.
+
+    Example:
+        >>> all(isinstance(n, str) for n in list_pretrained())
+        True
+    """
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
+
+
+def load_pretrained(name: str) -> nn.Module:
+    """A shipped model in eval mode, ready for :func:`lipcert.certify` (its bound is computed, not assumed).
+
+    Args:
+        name: one of :func:`list_pretrained`.
+    """
+    if name not in list_pretrained():
+        raise LipcertError(f"Unknown pretrained model {name!r}; available: {list_pretrained()}.")
+    return load_checkpoint(PRETRAINED_DIR / f"{name}.pt")
