@@ -6,8 +6,10 @@ import numpy as np
 
 from ._checks import check_choice, check_eps, check_lipschitz
 from .certificate import Certificate
-from .certify import METRICS, _evaluate, _higher_is_better
-from .metrics.unit import unit_values
+from .certify import IOU_METRICS, METRICS, _evaluate, _evaluate_iou, _higher_is_better
+from .kernels import segment_count_leq
+from .metrics.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
+from .metrics.unit import _budgets, unit_values
 
 
 class CertifiedMetric:
@@ -15,9 +17,14 @@ class CertifiedMetric:
 
     ``average="micro"`` pools pixels over all images (sum of numerators / sum of denominators);
     ``average="macro"`` is the mean over images of per-image values (images where the value is
-    undefined, e.g. a class absent from an image's ground truth, are left out of that mean). The two
-    answer different questions and are never compared with each other; every printed number names one.
-    Memory is O(E * K) whatever the number of images.
+    undefined, e.g. a class absent from an image, are left out of that mean). The two answer different
+    questions and are never compared with each other; every printed number names one.
+
+    Unit-value metrics keep O(E * K) numbers. Pooled (micro) IoU / mIoU is not a sum of per-image worst
+    cases (the minimiser of a pooled ratio can differ per image): the accumulator keeps each image's
+    frontier of (TP removed, FP added) choices, reduced to its upper convex hull (the only points a
+    ratio minimiser can use), and solves ``min sum N_i / sum D_i`` exactly by Dinkelbach in
+    :meth:`compute`. Images where a class is absent still count: false positives can be added there.
 
     Args:
         metric: a metric name (see :func:`lipcert.certify_logits`).
@@ -45,41 +52,93 @@ class CertifiedMetric:
 
     def reset(self) -> None:
         """Forget every image seen so far."""
-        self._worst = self._naive = self._clean = self._den = None
+        self._state: dict[str, list[np.ndarray]] = {}  # name -> [numerator sum, denominator sum]
+        self._frontiers: dict = {}
         self._n_images = 0
+
+    def _add(self, name: str, num, den) -> None:
+        num, den = np.asarray(num, dtype=np.float64), np.broadcast_to(np.asarray(den, dtype=np.float64), np.shape(num))
+        if name in self._state:
+            self._state[name][0] = self._state[name][0] + num
+            self._state[name][1] = self._state[name][1] + den
+        else:
+            self._state[name] = [num.copy(), den.copy()]
+
+    def _add_macro(self, name: str, values: np.ndarray) -> None:
+        """Per-image values (B, ...): sum of the defined ones and how many there are."""
+        self._add(name, np.nansum(values, 0), (~np.isnan(values)).sum(0))
 
     def update(self, logits, target=None) -> None:
         """Add a batch: logits (B, K, H, W) float, target (B, H, W) int (see certify_logits)."""
+        if self.metric in IOU_METRICS:
+            self._update_iou(logits, target)
+            return
         ev = _evaluate(logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index)
-        self._per_class = ev.per_class
-        self._complement = ev.complement
-        if self.average == "micro":
-            parts = (ev.worst_num.sum(0), ev.naive_num.sum(0), ev.clean_num.sum(0), ev.den.sum(0))
-        else:  # macro: sums of defined per-image values and how many images define them
-            den_e = ev.den[:, None, :]
-            values = [unit_values(ev.worst_num, den_e, False), unit_values(ev.naive_num, den_e, False),
-                      unit_values(ev.clean_num, ev.den, False)]
-            parts = tuple(np.nansum(v, 0) for v in values) + ((ev.den > 0).sum(0).astype(np.float64),)
-        if self._worst is None:
-            self._worst, self._naive, self._clean, self._den = (np.array(p, dtype=np.float64) for p in parts)
-        else:
-            for name, p in zip(("_worst", "_naive", "_clean", "_den"), parts, strict=True):
-                setattr(self, name, getattr(self, name) + p)
         self._n_images += ev.den.shape[0]
+        den_e = ev.den[:, None, :]
+        if self.average == "micro":
+            self._add("worst", ev.worst_num.sum(0), ev.den.sum(0)[None, :])
+            self._add("naive", ev.naive_num.sum(0), ev.den.sum(0)[None, :])
+            self._add("clean", ev.clean_num.sum(0), ev.den.sum(0))
+        else:
+            self._add_macro("worst", unit_values(ev.worst_num, den_e, False))
+            self._add_macro("naive", unit_values(ev.naive_num, den_e, False))
+            self._add_macro("clean", unit_values(ev.clean_num, ev.den, False))
+
+    def _update_iou(self, logits, target) -> None:
+        problem, worst, naive, clean, _ = _evaluate_iou(logits, target, self.eps, self.metric, self.lipschitz,
+                                                        self.ignore_index)
+        self._n_images += problem.n_images
+        if self.average == "macro":
+            for name, values in (("worst", worst), ("naive", naive), ("clean", clean)):
+                self._add_macro(name, values)
+            return
+        b, k = problem.n_images, problem.n_classes
+        budgets = _budgets(self.eps)
+        a = segment_count_leq(problem.tp_offsets, problem.tp_costs, budgets).reshape(b, k, -1)
+        bb = segment_count_leq(problem.fp_offsets, problem.fp_costs, budgets).reshape(b, k, -1)
+        tp0, union0 = problem.tp0.reshape(b, k), problem.union0.reshape(b, k)
+        self._add("naive", (tp0[:, :, None] - a).sum(0).T, (union0[:, :, None] + bb).sum(0).T)  # (E, K)
+        self._add("clean", tp0.sum(0), union0.sum(0))
+        for key, part in iou_frontiers(problem, budgets).items():
+            self._frontiers.setdefault(key, []).append(part)
+
+    def _value(self, name: str) -> np.ndarray:
+        num, den = self._state[name]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def _pooled_iou(self) -> np.ndarray:
+        """(E, K) exact pooled worst IoU by Dinkelbach over the stored frontiers."""
+        worst = np.full((len(self.eps), self._state["clean"][0].shape[0]), np.nan)
+        for (e, k), parts in self._frontiers.items():
+            num, den, lens = (np.concatenate([p[j] for p in parts]) for j in range(3))
+            worst[e, k], _ = dinkelbach_min_ratio(num, den, lens)
+        return worst
 
     def compute(self) -> Certificate:
         """The dataset-level Certificate: ``worst`` (E,) or (E, K); ``clean`` () or (K,)."""
-        if self._worst is None:
+        if not self._state:
             raise ValueError("CertifiedMetric.compute() called before any update().")
-        den = self._den
-        out = [unit_values(self._worst, den[None, :], self._complement),
-               unit_values(self._naive, den[None, :], self._complement),
-               unit_values(self._clean, den, self._complement)]
-        if not self._per_class:
-            out = [o[..., 0] for o in out]
+        iou = self.metric in IOU_METRICS
+        worst = self._pooled_iou() if iou and self.average == "micro" else self._value("worst")
+        naive, clean = self._value("naive"), self._value("clean")
+        if self.metric == "fnr":
+            worst, naive, clean = 1.0 - worst, 1.0 - naive, 1.0 - clean
+        if self.metric == "miou" and self.average == "micro":
+            worst, naive, clean = (mean_over_classes(v) for v in (worst, naive, clean))
+        elif self.metric in ("pixel_accuracy", "stability"):
+            worst, naive, clean = worst[..., 0], naive[..., 0], clean[..., 0]
+        if iou:
+            solver = "Dinkelbach over per-image frontiers (exact)" if self.average == "micro" else (
+                "two-list sweep (exact)")
+        else:
+            solver = "greedy on sorted costs (exact)"
+        if self.metric == "miou":
+            solver += ", mean over classes (sound bound)"
         return Certificate(
-            metric=self.metric, eps=self.eps, worst=out[0], clean=out[2], naive=out[1],
+            metric=self.metric, eps=self.eps, worst=worst, clean=clean, naive=naive,
             lipschitz=self.lipschitz, lipschitz_source="declared", average=self.average,
-            higher_is_better=_higher_is_better(self.metric), solver="greedy on sorted costs (exact)",
-            status="exact", extras={"n_images": np.float64(self._n_images)},
+            higher_is_better=_higher_is_better(self.metric), solver=solver,
+            status="bound" if self.metric == "miou" else "exact", extras={"n_images": np.float64(self._n_images)},
         )

@@ -12,10 +12,20 @@ from .certificate import Certificate
 from .costs import _top2
 from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
-from .metrics.unit import PER_CLASS_UNIT, UNIT_METRICS, build_unit_problem, unit_counts, unit_radius, unit_values
+from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
+from .metrics.unit import (
+    PER_CLASS_UNIT,
+    UNIT_METRICS,
+    _budgets,
+    build_unit_problem,
+    unit_counts,
+    unit_radius,
+    unit_values,
+)
 
-METRICS = UNIT_METRICS
-_NEEDS_TARGET = ("pixel_accuracy", "recall", "fnr")
+IOU_METRICS = ("iou", "miou")
+METRICS = UNIT_METRICS + IOU_METRICS
+_NEEDS_TARGET = ("pixel_accuracy", "recall", "fnr", "iou", "miou")
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,23 @@ def _prepare(logits, target, metric, ignore_index):
     tgt = None if target is None else check_target(target, t, ignore_index).numpy()
     pred, margin = _top2(t)
     return t, tgt, pred, margin
+
+
+def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index):
+    b, k = t.shape[:2]
+    z = t.reshape(b, k, -1).to(torch.float64).numpy()
+    return build_iou_problem(z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz,
+                             ignore_index)
+
+
+def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
+    """(problem, worst, naive, clean, margin) per image: (B, E, K) for iou, (B, E) for miou."""
+    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
+    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index)
+    worst, naive, clean = iou_per_image(problem, _budgets(eps))
+    if metric == "miou":
+        worst, naive, clean = mean_over_classes(worst), mean_over_classes(naive), mean_over_classes(clean)
+    return problem, worst, naive, clean, margin
 
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
@@ -73,7 +100,9 @@ def certify_logits(
     Args:
         logits: (B, K, H, W) float logits (torch or numpy, any float dtype; float64 inside).
         eps: a radius or a 1-D sequence of E radii, l2 in [0,1] pixel units, each >= 0.
-        metric: ``"pixel_accuracy"``, ``"stability"``, ``"recall"`` or ``"fnr"``.
+        metric: ``"pixel_accuracy"``, ``"stability"``, ``"recall"``, ``"fnr"``, ``"iou"`` (per class,
+            exact) or ``"miou"`` (mean over classes of the per-class worst IoU: a sound lower bound; see
+            :func:`lipcert.solvers.joint_miou` for the exact joint value on small images).
         target: int (B, H, W) labels in [0, K) or ``ignore_index``; required except for stability
             (where it only masks ignored pixels).
         lipschitz: the Lipschitz constant L (required, never defaulted).
@@ -81,10 +110,11 @@ def certify_logits(
         lipschitz_source: recorded provenance of L.
 
     Returns:
-        A :class:`Certificate` with ``worst`` (B, E) for pixel_accuracy / stability, (B, E, K) for
-        recall / fnr (NaN where class k is absent from the image's ground truth, or where an image has
-        no valid pixel), ``clean`` (B,) or (B, K), ``naive`` (the per-pixel certificate) and the
-        per-pixel radius map ``pixel_radius`` (B, H, W).
+        A :class:`Certificate` with ``worst`` (B, E) for pixel_accuracy / stability / miou, (B, E, K) for
+        recall / fnr / iou (NaN where class k is undefined: absent from the image's ground truth for
+        recall / fnr; union that stays empty for iou; or an image without valid pixels), ``clean`` (B,)
+        or (B, K), ``naive`` (the per-pixel certificate) and the per-pixel radius map ``pixel_radius``
+        (B, H, W).
 
     Raises:
         LipcertError: NaN/Inf or integer logits, bad shapes, labels out of range, eps < 0, L <= 0,
@@ -100,6 +130,14 @@ def certify_logits(
     """
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
+    if metric in IOU_METRICS:
+        _, worst, naive, clean, margin = _evaluate_iou(logits, target, e, metric, L, ignore_index)
+        return Certificate(
+            metric=metric, eps=e, worst=worst, clean=clean, naive=naive, lipschitz=L,
+            lipschitz_source=lipschitz_source, average="none", higher_is_better=True,
+            solver="two-list sweep (exact)" + (", mean over classes (sound bound)" if metric == "miou" else ""),
+            status="exact" if metric == "iou" else "bound", pixel_radius=margin / (np.sqrt(2.0) * L),
+        )
     ev = _evaluate(logits, target, e, metric, L, ignore_index)
     squeeze = (lambda a: a) if ev.per_class else (lambda a: a[..., 0])
     den_e = ev.den[:, None, :]
@@ -160,6 +198,7 @@ def certified_radius(
     L = check_lipschitz(lipschitz)
     if (level is None) == (drop is None):
         raise LipcertError("Pass exactly one of `level` and `drop`.")
+    check_choice(metric, UNIT_METRICS, "metric (Q2 radii are exact for unit-value metrics)")
     levels = check_levels(level if drop is None else drop, "level" if drop is None else "drop")
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
     problem = build_unit_problem(metric, pred, margin, tgt, L, ignore_index, t.shape[1])

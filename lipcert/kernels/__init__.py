@@ -5,7 +5,8 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 ``values[offsets[g]:offsets[g + 1]]``.
 """
 
+from .iou import iou_frontier, iou_worst
 from .margins import top2_margin
 from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
 
-__all__ = ["top2_margin", "grouped_sorted_prefix", "segment_count_leq", "segment_value_at"]
+__all__ = ["iou_frontier", "iou_worst", "top2_margin", "grouped_sorted_prefix", "segment_count_leq", "segment_value_at"]

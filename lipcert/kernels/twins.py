@@ -48,3 +48,33 @@ def top2_margin(logits):
     top = np.sort(x, axis=1)
     margin = top[:, -1] - top[:, -2]
     return pred.astype(np.int64), margin, bool(np.isfinite(x).all())
+
+
+def iou_worst(tp_offsets, tp_prefix, fp_offsets, fp_prefix, tp0, union0, budgets):
+    """numpy twin of :func:`lipcert.kernels.iou.iou_worst` (searchsorted for every a)."""
+    n_groups, n_eps = len(tp0), len(budgets)
+    worst = np.full((n_groups, n_eps), np.nan)
+    best_a = np.zeros((n_groups, n_eps), dtype=np.int64)
+    best_b = np.zeros((n_groups, n_eps), dtype=np.int64)
+    for g in range(n_groups):
+        tp = tp_prefix[tp_offsets[g] : tp_offsets[g + 1]]
+        fp = fp_prefix[fp_offsets[g] : fp_offsets[g + 1]]
+        for e, budget in enumerate(budgets):
+            a = np.arange(np.searchsorted(tp, budget, side="right") + 1)
+            spent = np.concatenate([[0.0], tp])[a]
+            b = np.searchsorted(fp, budget - spent, side="right")
+            den = union0[g] + b
+            ok = den > 0
+            if ok.any():
+                vals = np.where(ok, (tp0[g] - a) / np.where(ok, den, 1), np.inf)
+                j = int(np.argmin(vals))
+                worst[g, e], best_a[g, e], best_b[g, e] = vals[j], a[j], b[j]
+    return worst, best_a, best_b
+
+
+def iou_frontier(tp_prefix, fp_prefix, budget):
+    """numpy twin of :func:`lipcert.kernels.iou.iou_frontier`."""
+    a = np.arange(np.searchsorted(tp_prefix, budget, side="right") + 1)
+    spent = np.concatenate([[0.0], tp_prefix])[a]
+    b = np.searchsorted(fp_prefix, budget - spent, side="right")
+    return np.stack([a, b], 1).astype(np.int64)
