@@ -1,0 +1,29 @@
+"""The randomized-smoothing baseline SegCertify (Fischer et al., ICML 2021)."""
+
+from .metrics import AbstainMetrics
+from .segcertify import SmoothingResult, segcertify, segcertify_from_samples
+from .stats import (
+    check_reachable,
+    min_samples,
+    pvalue_table,
+    pvalues,
+    radius,
+    reject,
+    tau_ceiling,
+    tau_for_radius,
+)
+
+__all__ = [
+    "AbstainMetrics",
+    "SmoothingResult",
+    "check_reachable",
+    "min_samples",
+    "pvalue_table",
+    "pvalues",
+    "radius",
+    "reject",
+    "segcertify",
+    "segcertify_from_samples",
+    "tau_ceiling",
+    "tau_for_radius",
+]
