@@ -50,6 +50,8 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torc
             f"but got {tuple(t.shape)}."
         )
     t = t.long()
+    if t.numel() == 0 or (int(t.min()) >= 0 and int(t.max()) < k):
+        return t
     bad = (t < 0) | (t >= k)
     if ignore_index is not None:
         bad &= t != ignore_index

@@ -71,7 +71,8 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    problem = build_unit_problem(metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1])
+    problem = build_unit_problem(metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1],
+                                 cap=float(_budgets(eps).max()))
     worst_num, naive_num = unit_counts(problem, eps)
     return _Evaluation(worst_num, naive_num, problem.clean_num, problem.den, problem.complement,
                        metric in PER_CLASS_UNIT, margin)

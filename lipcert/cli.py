@@ -6,27 +6,48 @@ import argparse
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import torch
+def _load_model(name_or_path: str):
+    from pathlib import Path
 
-    from . import certify_logits, lipschitz_bound
-    from .models import LipUNet, export_plain
+    from .models import load_checkpoint, load_pretrained
 
-    torch.manual_seed(args.seed)
-    model = export_plain(LipUNet(4, in_channels=3, widths=[(16, 1), (32, 1)]))
-    x = torch.rand(2, 3, 32, 32)
-    L = lipschitz_bound(model, (3, 32, 32))
-    with torch.no_grad():
-        logits = model(x)
-    target = logits.argmax(1)
-    eps = [0.0, 0.01, 0.05, 0.1]
-    cert = certify_logits(logits, eps, "pixel_accuracy", target, lipschitz=L)
-    print(f"random LipUNet, guaranteed L = {L:.6f}; target = its own prediction")
-    print("| eps | certified pixel accuracy (joint, macro over 2 images) | per-pixel (naive, macro) |")
-    print("|---|---|---|")
-    for j, e in enumerate(eps):
-        print(f"| {e:g} | {cert.worst[:, j].mean():.4f} | {cert.naive[:, j].mean():.4f} |")
+    return load_checkpoint(name_or_path) if Path(name_or_path).suffix == ".pt" else load_pretrained(name_or_path)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import CompareConfig, run_compare
+    from .compare_report import markdown, write_outputs
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
+    cfg = CompareConfig(eps=args.eps, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, limit=args.limit,
+                        seed=args.seed, progress=not args.no_progress)
+    res = run_compare(_load_model(args.lip), _load_model(args.twin), dataset, cfg)
+    print(markdown(res))
+    paths = write_outputs(res, args.out)
+    print("\nfiles: " + ", ".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
+
+
+def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
+    p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
+    p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
+    p.add_argument("--size", type=int, default=64, help="square resolution images are resized to")
+    p.add_argument("--lip", default="digits-lipunet", help="shipped model name or checkpoint .pt")
+    p.add_argument("--twin", default="digits-twin-sigma025", help="shipped model name or checkpoint .pt")
+    p.add_argument("--limit", type=int, default=limit)
+    p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    p.add_argument("--sigma", type=float, nargs="+", default=[0.25])
+    p.add_argument("--n0", type=int, nargs="+", default=[10])
+    p.add_argument("--n", type=int, nargs="+", default=[100])
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--out", default="lipcert_out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _git_commit() -> str:
@@ -88,9 +109,12 @@ def _train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipcert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the main comparison on the embedded default dataset")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
+    demo = sub.add_parser("demo", help="the comparison on the embedded digit scenes with the shipped models")
+    _add_compare_args(demo, limit=48)
+    demo.set_defaults(func=_compare)
+    cmp_ = sub.add_parser("compare", help="Lipschitz certificate vs SegCertify on a dataset")
+    _add_compare_args(cmp_, limit=None)
+    cmp_.set_defaults(func=_compare)
     tr = sub.add_parser("train", help="train a model from a named recipe")
     tr.add_argument("--recipe", required=True, help="e.g. digits-lipunet, digits-twin-sigma025")
     tr.add_argument("--out", required=True, help="checkpoint path (.pt)")

@@ -7,6 +7,6 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 
 from .iou import iou_frontier, iou_worst
 from .margins import top2_margin
-from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
+from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at, unit_groups
 
-__all__ = ["iou_frontier", "iou_worst", "top2_margin", "grouped_sorted_prefix", "segment_count_leq", "segment_value_at"]
+__all__ = ["iou_frontier", "iou_worst", "top2_margin", "grouped_sorted_prefix", "segment_count_leq", "segment_value_at", "unit_groups"]

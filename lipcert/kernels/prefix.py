@@ -9,13 +9,16 @@ from ..config import NUMBA_FLAGS
 
 
 @njit(**NUMBA_FLAGS)
-def grouped_sorted_prefix(costs, group, n_groups):
+def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """Sort the costs of each group ascending and take their running sums.
 
     Args:
         costs: float64 (n,) non-negative costs.
         group: int64 (n,) group of each cost in [0, n_groups), or -1 to leave it out.
         n_groups: number of groups G.
+        cap: costs above ``cap`` are left out. With ``cap`` = the largest budget this changes no answer
+            for budgets <= cap (costs are >= 0, so a set containing such a cost never fits) and skips
+            sorting pixels no radius can flip.
 
     Returns:
         ``(offsets, sorted_costs, prefix)``: int64 (G+1,), float64 (m,) and float64 (m,) where ``m`` is
@@ -26,7 +29,7 @@ def grouped_sorted_prefix(costs, group, n_groups):
     offsets = np.zeros(n_groups + 1, dtype=np.int64)
     for i in range(n):
         g = group[i]
-        if g >= 0:
+        if g >= 0 and costs[i] <= cap:
             offsets[g + 1] += 1
     for g in range(n_groups):
         offsets[g + 1] += offsets[g]
@@ -34,7 +37,7 @@ def grouped_sorted_prefix(costs, group, n_groups):
     values = np.empty(offsets[n_groups], dtype=np.float64)
     for i in range(n):
         g = group[i]
-        if g >= 0:
+        if g >= 0 and costs[i] <= cap:
             values[pos[g]] = costs[i]
             pos[g] += 1
     prefix = np.empty_like(values)
@@ -96,3 +99,35 @@ def segment_value_at(offsets, values, counts):
             else:
                 out[g, j] = values[offsets[g] + k - 1]
     return out
+
+
+@njit(**NUMBA_FLAGS)
+def unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
+    """Candidates of a unit-value metric in one pass: group ids and clean numerators / denominators.
+
+    Args:
+        pred, target: int64 (B, N) predictions and labels (``ignore_index`` marks ignored pixels; pass
+            -1 when nothing is ignored).
+        n_classes: K; per_class: group by ground-truth class (recall / fnr) instead of one group per image.
+        correct_only: candidates are the correctly classified pixels (else every valid pixel).
+
+    Returns:
+        ``(group, clean_num, den)``: int64 (B*N,) group id ``b * G + g`` or -1, and float64 (B, G) counts of
+        candidates and of valid pixels (per ground-truth class when ``per_class``).
+    """
+    b_size, n_size = pred.shape
+    g_size = n_classes if per_class else 1
+    group = np.full(b_size * n_size, -1, dtype=np.int64)
+    clean_num = np.zeros((b_size, g_size), dtype=np.float64)
+    den = np.zeros((b_size, g_size), dtype=np.float64)
+    for b in range(b_size):
+        for n in range(n_size):
+            t = target[b, n]
+            if t == ignore_index:
+                continue
+            g = t if per_class else 0
+            den[b, g] += 1.0
+            if (not correct_only) or pred[b, n] == t:
+                clean_num[b, g] += 1.0
+                group[b * n_size + n] = b * g_size + g
+    return group, clean_num, den

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def grouped_sorted_prefix(costs, group, n_groups):
+def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """numpy twin of :func:`lipcert.kernels.prefix.grouped_sorted_prefix`."""
-    keep = group >= 0
+    keep = (group >= 0) & (costs <= cap)
     order = np.lexsort((costs[keep], group[keep]))
     values = costs[keep][order]
     groups = group[keep][order]
@@ -78,3 +78,16 @@ def iou_frontier(tp_prefix, fp_prefix, budget):
     spent = np.concatenate([[0.0], tp_prefix])[a]
     b = np.searchsorted(fp_prefix, budget - spent, side="right")
     return np.stack([a, b], 1).astype(np.int64)
+
+
+def unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
+    """numpy twin of :func:`lipcert.kernels.prefix.unit_groups`."""
+    b_size, n_size = pred.shape
+    g_size = n_classes if per_class else 1
+    valid = target != ignore_index
+    cand = valid & (pred == target) if correct_only else valid
+    cls = np.where(valid, target, 0) if per_class else np.zeros_like(target)
+    group = np.where(cand, np.arange(b_size)[:, None] * g_size + cls, -1).astype(np.int64).ravel()
+    clean_num = np.stack([np.bincount(cls[i][cand[i]], minlength=g_size) for i in range(b_size)]).astype(float)
+    den = np.stack([np.bincount(cls[i][valid[i]], minlength=g_size) for i in range(b_size)]).astype(float)
+    return group, clean_num, den

@@ -36,6 +36,20 @@ def _needs_export(m: nn.Module) -> bool:
     return False
 
 
+def _detached_deepcopy(model: nn.Module) -> nn.Module:
+    """deepcopy that detaches tensors kept as plain attributes with autograd history.
+
+    Parametrisations (e.g. power-iteration vectors) may store non-leaf tensors during a training forward;
+    ``copy.deepcopy`` refuses those.
+    """
+    memo: dict = {}
+    for m in model.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def export_plain(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every parametrised conv / linear layer frozen to a plain one.
 
@@ -63,7 +77,7 @@ def export_plain(model: nn.Module) -> nn.Module:
             for name, m in model.named_modules()
             if _needs_export(m)
         }
-    out = copy.deepcopy(model).eval()
+    out = _detached_deepcopy(model).eval()
     for name, (w, b) in weights.items():
         m = out.get_submodule(name)
         if isinstance(m, nn.ConvTranspose2d):

@@ -167,7 +167,7 @@ def dinkelbach_min_ratio(num: np.ndarray, den: np.ndarray, lengths: np.ndarray) 
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     if len(num) == 0:
         return float("nan"), starts
-    choice = starts.copy()  # each image's first hull point: a = 0 with the most false positives
+    choice = _segment_argmin(-den, starts, lengths)  # each image's largest denominator
     p, q = int(num[choice].sum()), int(den[choice].sum())
     if q == 0:
         return float("nan"), choice

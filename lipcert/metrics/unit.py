@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import COST_REL_SLACK
-from ..kernels import grouped_sorted_prefix, segment_count_leq, segment_value_at
+from ..kernels import grouped_sorted_prefix, segment_count_leq, segment_value_at, unit_groups
 
 UNIT_METRICS = ("pixel_accuracy", "stability", "recall", "fnr")
 PER_CLASS_UNIT = ("recall", "fnr")
@@ -45,7 +45,8 @@ def _budgets(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
-def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_classes) -> _UnitProblem:
+def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_classes,
+                       cap: float = np.inf) -> _UnitProblem:
     """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)``.
 
     Args:
@@ -54,35 +55,23 @@ def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_
         target: int64 (B, H, W) labels or None (stability only).
         lipschitz: L > 0; ignore_index: label excluded from every count (or None).
         n_classes: K.
+        cap: the largest budget that will be asked (Q1); candidates costing more are not sorted. Keep the
+            default (inf) for Q2 radii, which need every running sum.
     """
     b = pred.shape[0]
-    pred = pred.reshape(b, -1)
+    pred = np.ascontiguousarray(pred.reshape(b, -1))
     costs = (margin.reshape(b, -1) ** 2) / (2.0 * lipschitz * lipschitz)
-    if target is None:
-        valid = np.ones_like(pred, dtype=bool)
+    if target is None:  # stability without labels: every pixel counts
+        target = pred
+        ignore = -1
     else:
-        target = target.reshape(b, -1)
-        valid = target != ignore_index if ignore_index is not None else np.ones_like(pred, dtype=bool)
-    if metric == "stability":
-        n_groups, cand, cls = 1, valid, np.zeros_like(pred)
-        den = valid.sum(1, keepdims=True).astype(np.float64)
-        clean_num = den.copy()
-    elif metric == "pixel_accuracy":
-        n_groups, cls = 1, np.zeros_like(pred)
-        cand = valid & (pred == target)
-        den = valid.sum(1, keepdims=True).astype(np.float64)
-        clean_num = cand.sum(1, keepdims=True).astype(np.float64)
-    else:  # recall / fnr: true positives of each ground-truth class
-        n_groups = n_classes
-        cand = valid & (pred == target)
-        cls = np.where(valid, target, 0)
-        den = np.stack([np.bincount(cls[i][valid[i]], minlength=n_classes) for i in range(b)]).astype(np.float64)
-        clean_num = np.stack(
-            [np.bincount(cls[i][cand[i]], minlength=n_classes) for i in range(b)]
-        ).astype(np.float64)
-    group = np.where(cand, np.arange(b)[:, None] * n_groups + cls, -1).astype(np.int64).ravel()
+        target = np.ascontiguousarray(target.reshape(b, -1))
+        ignore = -1 if ignore_index is None else int(ignore_index)
+    per_class = metric in PER_CLASS_UNIT
+    n_groups = n_classes if per_class else 1
+    group, clean_num, den = unit_groups(pred, target, n_classes, ignore, per_class, metric != "stability")
     offsets, sorted_costs, prefix = grouped_sorted_prefix(
-        np.ascontiguousarray(costs.ravel()), group, b * n_groups
+        np.ascontiguousarray(costs.ravel()), group, b * n_groups, cap
     )
     return _UnitProblem(b, n_groups, offsets, sorted_costs, prefix, clean_num, den, metric == "fnr")
 

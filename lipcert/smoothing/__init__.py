@@ -1,7 +1,7 @@
 """The randomized-smoothing baseline SegCertify (Fischer et al., ICML 2021)."""
 
 from .metrics import AbstainMetrics
-from .segcertify import SmoothingResult, segcertify, segcertify_from_samples
+from .segcertify import SmoothingResult, certify_counts, sample_counts, segcertify, segcertify_from_samples
 from .stats import (
     check_reachable,
     min_samples,
@@ -16,12 +16,14 @@ from .stats import (
 __all__ = [
     "AbstainMetrics",
     "SmoothingResult",
+    "certify_counts",
     "check_reachable",
     "min_samples",
     "pvalue_table",
     "pvalues",
     "radius",
     "reject",
+    "sample_counts",
     "segcertify",
     "segcertify_from_samples",
     "tau_ceiling",

@@ -134,6 +134,42 @@ def _sample_counts(model, x, sigma, n_samples, batch_size, generator, k_classes=
     return counts
 
 
+def sample_counts(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n: int, batch_size: int = 32,
+                  generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The sampling phase of SegCertify for one image: selected class and estimation counts.
+
+    The model must already be in eval mode. The samples do not depend on tau, so one call serves every
+    radius (see :func:`certify_counts`).
+
+    Args:
+        model, sigma, n0, n, batch_size, generator: as in :func:`segcertify`.
+        x: float (C, H, W) image in [0, 1].
+
+    Returns:
+        ``(mode, counts, seconds)``: int64 (H, W) selected classes, int64 (H, W) estimation counts in
+        [0, n], and the sampling time.
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    sel = _sample_counts(model, x, sigma, n0, batch_size, gen)
+    mode = sel.argmax(0)
+    est = _sample_counts(model, x, sigma, n, batch_size, gen, target_mode=mode)
+    hw = x.shape[-2:]
+    return mode.numpy().reshape(hw), est.numpy().reshape(hw), time.perf_counter() - t0
+
+
+def certify_counts(mode: np.ndarray, counts: np.ndarray, n: int, tau: float, alpha: float, sigma: float,
+                   correction: str = "holm", abstain: int = -1, k: int = 1) -> SmoothingResult:
+    """The testing and correction phases of SegCertify on one image's (mode, counts).
+
+    Returns:
+        :class:`SmoothingResult` with labels of ``mode``'s shape (sampling time 0).
+    """
+    labels, timings = _certify_counts(mode.ravel(), counts.ravel(), n, tau, alpha, sigma, correction, k, abstain,
+                                      mode.size, 0.0)
+    return SmoothingResult(labels.reshape(mode.shape), radius(sigma, tau), abstain, timings, 0)
+
+
 def segcertify(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n: int, tau: float, alpha: float,
                correction: str = "holm", batch_size: int = 32, generator: torch.Generator | None = None,
                abstain: int = -1, k: int = 1) -> SmoothingResult:
@@ -155,6 +191,13 @@ def segcertify(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n
     Raises:
         LipcertError: tau above the certifiable ceiling ``(alpha / P) ** (1 / n)``, n too small for alpha,
             or invalid settings.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Conv2d(1, 2, 1)
+        >>> res = segcertify(net, torch.rand(1, 8, 8), sigma=0.25, n0=5, n=100, tau=0.6, alpha=0.01)
+        >>> res.labels.shape, res.n_forward
+        ((8, 8), 105)
     """
     single = x.ndim == 3
     xs = x.unsqueeze(0) if single else x
@@ -167,16 +210,12 @@ def segcertify(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n
     out, totals = [], {"sampling": 0.0, "testing": 0.0, "correction": 0.0}
     try:
         for img in xs:
-            t0 = time.perf_counter()
-            sel = _sample_counts(model, img, sigma, n0, batch_size, gen)
-            mode = sel.argmax(0)
-            est = _sample_counts(model, img, sigma, n, batch_size, gen, target_mode=mode)
-            t_sampling = time.perf_counter() - t0
-            labels, timings = _certify_counts(mode.numpy(), est.numpy(), n, tau, alpha, sigma, correction, k,
-                                              abstain, pixels, t_sampling)
-            out.append(labels.reshape(xs.shape[-2:]))
-            for key in totals:
-                totals[key] += timings[key]
+            mode, est, t_sampling = sample_counts(model, img, sigma, n0, n, batch_size, gen)
+            res = certify_counts(mode, est, n, tau, alpha, sigma, correction, abstain, k)
+            out.append(res.labels)
+            totals["sampling"] += t_sampling
+            for key in ("testing", "correction"):
+                totals[key] += res.timings[key]
     finally:
         model.train(was_training)
     labels = out[0] if single else np.stack(out)

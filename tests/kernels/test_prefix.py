@@ -14,10 +14,17 @@ def test_numba_equals_numpy_twin(n, n_groups, seed):
     b = twins.grouped_sorted_prefix(costs, group, n_groups)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)  # identical numbers, not just close
+    for x, y in zip(grouped_sorted_prefix(costs, group, n_groups, 1.0),
+                    twins.grouped_sorted_prefix(costs, group, n_groups, 1.0), strict=True):
+        np.testing.assert_array_equal(x, y)
     offsets, values, prefix = a
     thr = np.concatenate([[0.0], rng.exponential(size=4) * 3])
     np.testing.assert_array_equal(segment_count_leq(offsets, prefix, thr),
                                   twins.segment_count_leq(offsets, prefix, thr))
+    # the cap changes no count for thresholds <= cap
+    cap = float(thr.max())
+    co, _, cp = grouped_sorted_prefix(costs, group, n_groups, cap)
+    np.testing.assert_array_equal(segment_count_leq(co, cp, thr), segment_count_leq(offsets, prefix, thr))
     ks = rng.integers(-1, n + 2, size=(n_groups, 3)).astype(np.int64)
     np.testing.assert_array_equal(segment_value_at(offsets, prefix, ks), twins.segment_value_at(offsets, prefix, ks))
 
@@ -47,3 +54,17 @@ def test_top2_margin_equals_numpy_twin(b, k, n, seed, dtype):
     assert got[2] is True and ref[2] is True
     logits[0, -1, 0] = np.nan
     assert top2_margin(logits)[2] is False and twins.top2_margin(logits)[2] is False
+
+
+@given(st.integers(1, 3), st.integers(2, 5), st.integers(1, 30), st.integers(0, 2**31 - 1), st.booleans(),
+       st.booleans())
+def test_unit_groups_equals_numpy_twin(b, k, n, seed, per_class, correct_only):
+    from lipcert.kernels import unit_groups
+
+    rng = np.random.default_rng(seed)
+    pred = rng.integers(0, k, size=(b, n)).astype(np.int64)
+    target = rng.choice(list(range(k)) + [255], size=(b, n)).astype(np.int64)
+    got = unit_groups(pred, target, k, 255, per_class, correct_only)
+    ref = twins.unit_groups(pred, target, k, 255, per_class, correct_only)
+    for x, y in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(x, y)

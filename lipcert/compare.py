@@ -1,0 +1,209 @@
+"""One Lipschitz forward pass against SegCertify: certificates and honest timing on the same images.
+
+Used by ``benchmarks/compare_segcertify.py``, ``lipcert compare`` and ``lipcert demo``.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import CertifiedMetric, certify_logits
+from .errors import LipcertError
+from .lipschitz import lipschitz_bound
+from .smoothing import AbstainMetrics, certify_counts, sample_counts, tau_ceiling, tau_for_radius
+
+
+@dataclass
+class CompareConfig:
+    """Settings of :func:`run_compare` (eps, sigma: l2 in [0,1] pixel units)."""
+
+    eps: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
+    sigma: list[float] = field(default_factory=lambda: [0.25])
+    n0: list[int] = field(default_factory=lambda: [10])
+    n: list[int] = field(default_factory=lambda: [100])
+    alpha: float = 0.001
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 64  # noisy samples per SegCertify forward pass
+    lip_batch: int = 16  # images per Lipschitz forward pass (per-image time = batch time / batch size)
+    warmup: int = 3
+    progress: bool = True
+
+
+def hardware() -> str:
+    """A one-line description of the machine the timings come from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    desc = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(fn):
+    _sync()
+    t0 = time.perf_counter()
+    out = fn()
+    _sync()
+    return out, time.perf_counter() - t0
+
+
+def _stats(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset, cfg: CompareConfig) -> dict:
+    """Certify the same images with the Lipschitz certificate and with SegCertify; time both.
+
+    Args:
+        lip_model: a Lipschitz model (its guaranteed bound is computed with :func:`lipschitz_bound`).
+        twin_model: the unconstrained, noise-trained twin smoothed by SegCertify.
+        dataset: items (image float32 (C,H,W) in [0,1], target int64 (H,W)); ``num_classes`` attribute.
+        cfg: a :class:`CompareConfig`.
+
+    Returns:
+        A JSON-ready dict: ``lipschitz`` (clean, certified pixel accuracy joint and per-pixel, worst mIoU,
+        pooled per-class IoU; macro and micro named), ``segcertify`` (per setting and eps), ``timing``,
+        ``ratios`` (``overhead``, ``speedup_vs_segcertify``, ``curve_64_vs_1``), ``hardware``.
+    """
+    n_images = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
+    if n_images < 1:
+        raise LipcertError("The comparison needs at least one image.")
+    k = dataset.num_classes
+    ignore = getattr(dataset, "ignore_index", 255)
+    eps = sorted(float(e) for e in cfg.eps)
+    lip_model.eval()
+    twin_model.eval()
+    image0, _ = dataset[0]
+    L = lipschitz_bound(lip_model, tuple(image0.shape))
+    curve = np.linspace(0.0, max(eps), 64)
+    acc = {avg: CertifiedMetric("pixel_accuracy", eps, lipschitz=L, ignore_index=ignore, average=avg)
+           for avg in ("macro", "micro")}
+    miou = {avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg)
+            for avg in ("macro", "micro")}
+    iou_micro = CertifiedMetric("iou", eps, lipschitz=L, ignore_index=ignore, average="micro")
+    recall_micro = CertifiedMetric("recall", eps, lipschitz=L, ignore_index=ignore, average="micro")
+    curve_acc = CertifiedMetric("pixel_accuracy", curve, lipschitz=L, ignore_index=ignore, average="macro")
+    settings = [(s, a, b) for s in cfg.sigma for a in cfg.n0 for b in cfg.n]
+    sc_metrics = {(si, e): AbstainMetrics(k, ignore_index=ignore) for si in range(len(settings)) for e in eps}
+    sc_time = {si: [] for si in range(len(settings))}
+    t_fwd, t_cert, t_cert1, t_cert64 = [], [], [], []
+    example = {}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    xb0 = torch.stack([dataset[i][0] for i in range(min(cfg.lip_batch, n_images))])
+    yb0 = torch.stack([dataset[i][1] for i in range(min(cfg.lip_batch, n_images))])
+    with torch.no_grad():
+        for _ in range(cfg.warmup):  # warm-up: allocator, numba dispatch, caches
+            logits = lip_model(xb0)
+            certify_logits(logits, eps, "pixel_accuracy", yb0, lipschitz=L, ignore_index=ignore)
+            twin_model(xb0)
+    bar = tqdm(total=n_images, desc="images", disable=not cfg.progress)
+    for start in range(0, n_images, cfg.lip_batch):
+        items = [dataset[i] for i in range(start, min(n_images, start + cfg.lip_batch))]
+        xb, yb = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+        m = len(items)
+        with torch.no_grad():
+            logits, tf = _timed(lambda xb=xb: lip_model(xb))
+        cert, tc = _timed(lambda: certify_logits(logits, eps, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore))
+        _, tc1 = _timed(lambda: certify_logits(logits, eps[:1], "pixel_accuracy", yb, lipschitz=L,
+                                               ignore_index=ignore))
+        _, tc64 = _timed(lambda: certify_logits(logits, curve, "pixel_accuracy", yb, lipschitz=L,
+                                                ignore_index=ignore))
+        if m == cfg.lip_batch or start == 0:  # per-image time of full batches (a short last batch is skipped)
+            t_fwd.append(tf / m)
+            t_cert.append(tc / m)
+            t_cert1.append(tc1 / m)
+            t_cert64.append(tc64 / m)
+        for metric in (*acc.values(), *miou.values(), iou_micro, recall_micro, curve_acc):
+            metric.update(logits, yb)
+        if start == 0:
+            example = {"image": xb[0].numpy(), "target": yb[0].numpy(), "pred": logits.argmax(1)[0].numpy(),
+                       "radius": cert.pixel_radius[0]}
+        for x, y in items:
+            for si, (sigma, n0, n) in enumerate(settings):
+                mode, counts, ts = sample_counts(twin_model, x, sigma, n0, n, cfg.batch_size, gen)
+                per_eps_t = []
+                for e in eps:
+                    tau = tau_for_radius(e, sigma)
+                    if tau > tau_ceiling(n, mode.size, cfg.alpha):
+                        continue
+                    res, tt = _timed(lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
+                        mode, counts, n, tau, cfg.alpha, sigma))
+                    per_eps_t.append(tt)
+                    sc_metrics[(si, e)].update(res.labels[None], y[None].numpy())
+                    if not example.get("abstain_done") and si == 0:
+                        example.setdefault("abstain", {})[e] = res.labels
+                sc_time[si].append(ts + (statistics.median(per_eps_t) if per_eps_t else 0.0))
+            example["abstain_done"] = True
+            bar.update(1)
+    bar.close()
+    return _summarise(cfg, eps, L, k, n_images, settings, acc, miou, iou_micro, recall_micro, curve_acc,
+                      curve, sc_metrics, sc_time, t_fwd, t_cert, t_cert1, t_cert64, example)
+
+
+def _summarise(cfg, eps, L, k, n_images, settings, acc, miou, iou_micro, recall_micro, curve_acc, curve,
+               sc_metrics, sc_time, t_fwd, t_cert, t_cert1, t_cert64, example) -> dict:
+    ca = {avg: m.compute() for avg, m in acc.items()}
+    cm = {avg: m.compute() for avg, m in miou.items()}
+    ci = iou_micro.compute()
+    cr = recall_micro.compute()
+    lip = {
+        "lipschitz": L,
+        "clean_pixel_accuracy": {avg: float(ca[avg].clean) for avg in ca},
+        "clean_miou": {avg: float(cm[avg].clean) for avg in cm},
+        "certified_pixel_accuracy_joint": {avg: ca[avg].worst.tolist() for avg in ca},
+        "certified_pixel_accuracy_per_pixel": {avg: ca[avg].naive.tolist() for avg in ca},
+        "worst_miou_bound": {avg: cm[avg].worst.tolist() for avg in cm},
+        "worst_iou_per_class_micro": np.where(np.isnan(ci.worst), None, ci.worst).tolist(),
+        "clean_iou_per_class_micro": np.where(np.isnan(ci.clean), None, ci.clean).tolist(),
+        "certified_foreground_recall_micro": np.nanmean(cr.worst[:, 1:], axis=1).tolist() if k > 1 else None,
+        "curve_eps": curve.tolist(),
+        "curve_certified_pixel_accuracy_macro": curve_acc.compute().worst.tolist(),
+    }
+    sc = []
+    for si, (sigma, n0, n) in enumerate(settings):
+        rows = []
+        for e in eps:
+            tau = tau_for_radius(e, sigma)
+            ceiling = tau_ceiling(n, int(example["pred"].size), cfg.alpha)
+            if tau > ceiling:
+                rows.append({"eps": e, "tau": tau, "reachable": False, "tau_ceiling": ceiling})
+                continue
+            out = sc_metrics[(si, e)].compute()
+            rows.append({"eps": e, "tau": tau, "reachable": True, "tau_ceiling": ceiling,
+                         **{key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()}})
+        sc.append({"sigma": sigma, "n0": n0, "n": n, "alpha": cfg.alpha, "forward_passes_per_image": n0 + n,
+                   "seconds_per_image": _stats(sc_time[si]), "results": rows})
+    lip_total = [a + b for a, b in zip(t_fwd, t_cert, strict=True)]
+    curve1 = [a + b for a, b in zip(t_fwd, t_cert1, strict=True)]
+    curve64 = [a + b for a, b in zip(t_fwd, t_cert64, strict=True)]
+    med = statistics.median
+    ratios = {
+        "overhead": med(lip_total) / med(t_fwd),
+        "speedup_vs_segcertify": {f"sigma={s},n0={a},n={b}": med(sc_time[si]) / med(lip_total)
+                                  for si, (s, a, b) in enumerate(settings)},
+        "curve_64_vs_1": med(curve64) / med(curve1),
+        "curve_64_vs_1_certification_only": med(t_cert64) / med(t_cert1),
+    }
+    timing = {"lipschitz_forward": _stats(t_fwd), "lipschitz_certification": _stats(t_cert),
+              "lipschitz_total": _stats(lip_total), "forward_passes_per_image": 1}
+    return {"n_images": n_images, "eps": eps, "hardware": hardware(), "lip_batch": cfg.lip_batch,
+            "sample_batch": cfg.batch_size, "lipschitz": lip, "segcertify": sc,
+            "timing": timing, "ratios": ratios, "_example": example}

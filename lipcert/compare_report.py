@@ -1,0 +1,137 @@
+"""Tables, CSV, JSON and the plot of a comparison (see :mod:`lipcert.compare`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _f(x, digits=4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown(res: dict) -> str:
+    """The comparison as markdown tables (every number names macro or micro)."""
+    lip, eps = res["lipschitz"], res["eps"]
+    lines = [f"## Lipschitz certificate vs SegCertify ({res['n_images']} images; {res['hardware']})", "",
+             f"Lipschitz model: guaranteed L = {lip['lipschitz']:.4f} (computed from the weights); clean pixel "
+             f"accuracy {_f(lip['clean_pixel_accuracy']['micro'])} (micro) / "
+             f"{_f(lip['clean_pixel_accuracy']['macro'])} (macro); clean mIoU {_f(lip['clean_miou']['micro'])} "
+             f"(pooled, micro) / {_f(lip['clean_miou']['macro'])} (macro).", "",
+             "| eps | method | certified pixel acc (macro) | certified pixel acc (micro) | per-pixel cert. acc "
+             "(macro) | abstain rate (micro) | certified mIoU (micro, pooled) | certified foreground recall "
+             "(micro, mean of digit classes) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for j, e in enumerate(eps):
+        fg = lip["certified_foreground_recall_micro"]
+        lines.append(
+            f"| {e:g} | Lipschitz (1 forward pass, exact joint) | {_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
+            f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
+            f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
+            f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound) | {_f(fg[j]) if fg else 'n/a'} |")
+        for s in res["segcertify"]:
+            row = s["results"][j]
+            name = f"SegCertify sigma={s['sigma']}, n0={s['n0']}, n={s['n']}"
+            if not row["reachable"]:
+                lines.append(f"| {e:g} | {name} | unreachable (tau {row['tau']:.4f} > ceiling "
+                             f"{row['tau_ceiling']:.4f}) | | | | | |")
+                continue
+            lines.append(f"| {e:g} | {name} | {_f(row['certified_pixel_accuracy_macro'])} | "
+                         f"{_f(row['certified_pixel_accuracy_micro'])} | n/a | {_f(row['abstain_rate_micro'])} | "
+                         f"{_f(row['miou_micro'])} | n/a |")
+    t = res["timing"]
+    lines += ["", "| method | forward passes per image | median s/image | min | max | speed-up of the certificate |",
+              "|---|---|---|---|---|---|"]
+    lt = t["lipschitz_total"]
+    lines.append(f"| Lipschitz (forward + certificate at {len(eps)} radii; batches of {res['lip_batch']} images) "
+                 f"| 1 | {lt['median']:.5f} | "
+                 f"{lt['min']:.5f} | {lt['max']:.5f} | 1x |")
+    for s, (name, sp) in zip(res["segcertify"], res["ratios"]["speedup_vs_segcertify"].items(), strict=True):
+        st = s["seconds_per_image"]
+        lines.append(f"| SegCertify {name} (batches of {res['sample_batch']} noisy samples) | "
+                     f"{s['forward_passes_per_image']} | {st['median']:.4f} | "
+                     f"{st['min']:.4f} | {st['max']:.4f} | {sp:.0f}x |")
+    r = res["ratios"]
+    lines += ["", f"Ratios: overhead (forward + certificate) / forward = {r['overhead']:.3f} (bar <= 1.05); "
+              + "; ".join(f"speed-up vs SegCertify {k} = {v:.0f}x (bar >= 100x)"
+                          for k, v in r["speedup_vs_segcertify"].items())
+              + f"; 64-radius curve / 1 radius (forward included) = {r['curve_64_vs_1']:.3f} (bar <= 1.2; "
+              f"certification alone {r['curve_64_vs_1_certification_only']:.3f})."]
+    return "\n".join(lines)
+
+
+def write_outputs(res: dict, out_dir) -> dict:
+    """Write results.json, results.csv and comparison.png into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in res.items() if not k.startswith("_")}
+    (out / "results.json").write_text(json.dumps(public, indent=2))
+    rows = []
+    lip = res["lipschitz"]
+    for j, e in enumerate(res["eps"]):
+        for avg in ("macro", "micro"):
+            rows.append(["lipschitz", "", e, "certified_pixel_accuracy_joint", avg,
+                         lip["certified_pixel_accuracy_joint"][avg][j]])
+            rows.append(["lipschitz", "", e, "certified_pixel_accuracy_per_pixel", avg,
+                         lip["certified_pixel_accuracy_per_pixel"][avg][j]])
+            rows.append(["lipschitz", "", e, "worst_miou_bound", avg, lip["worst_miou_bound"][avg][j]])
+        for s in res["segcertify"]:
+            setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']}"
+            row = s["results"][j]
+            for key in ("certified_pixel_accuracy_macro", "certified_pixel_accuracy_micro", "abstain_rate_micro",
+                        "abstain_rate_macro", "miou_micro", "miou_macro"):
+                metric, avg = key.rsplit("_", 1)
+                rows.append(["segcertify", setting, e, metric, avg, row.get(key) if row["reachable"] else
+                             "unreachable"])
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "setting", "eps", "metric", "average", "value"])
+        w.writerows(rows)
+    paths = {"json": str(out / "results.json"), "csv": str(out / "results.csv")}
+    paths["plot"] = _plot(res, out / "comparison.png")
+    return paths
+
+
+def _plot(res: dict, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lip, ex = res["lipschitz"], res["_example"]
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+    ax = axes[0]
+    ax.plot(lip["curve_eps"], lip["curve_certified_pixel_accuracy_macro"], label="Lipschitz, joint (macro)")
+    ax.plot(res["eps"], lip["certified_pixel_accuracy_per_pixel"]["macro"], "s--", label="Lipschitz, per-pixel (macro)")
+    for s in res["segcertify"]:
+        pts = [(r["eps"], r["certified_pixel_accuracy_macro"]) for r in s["results"] if r["reachable"]]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "o-", label=f"SegCertify s={s['sigma']} n={s['n']} (macro)")
+    ax.set_xlabel("eps (l2, [0,1] pixels)")
+    ax.set_ylabel("certified pixel accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title("certified accuracy vs eps")
+    axes[1].imshow(np.clip(ex["image"].transpose(1, 2, 0), 0, 1))
+    axes[1].set_title("image")
+    axes[2].imshow(ex["pred"], cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
+    axes[2].set_title("Lipschitz prediction")
+    im = axes[3].imshow(ex["radius"], cmap="magma")
+    axes[3].set_title("per-pixel certified radius")
+    fig.colorbar(im, ax=axes[3], fraction=0.046)
+    abst = ex.get("abstain", {})
+    if abst:
+        e = sorted(abst)[len(abst) // 2]
+        labels = abst[e]
+        axes[4].imshow(np.where(labels < 0, -1, labels), cmap="tab20", vmin=-1, vmax=19, interpolation="nearest")
+        axes[4].imshow(np.ma.masked_where(labels >= 0, labels), cmap="gray", interpolation="nearest")
+        axes[4].set_title(f"SegCertify labels, eps={e:g} (black = abstain)")
+    for a in axes[1:]:
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
