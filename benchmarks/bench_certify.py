@@ -29,13 +29,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
     print("| logits (K x H x W) | radii | metric | seconds (median) | Mpixels/s | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     gen = torch.Generator().manual_seed(0)
-    lipcert.certify_logits(torch.randn(1, 3, 8, 8), [0.1], "pixel_accuracy", torch.zeros(1, 8, 8, dtype=torch.long),
-                           lipschitz=1.0)  # compile the kernels
+    lipcert.certify_logits(
+        torch.randn(1, 3, 8, 8), [0.1], "pixel_accuracy", torch.zeros(1, 8, 8, dtype=torch.long), lipschitz=1.0
+    )  # compile the kernels
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
         logits = torch.randn(1, args.classes, h, w, generator=gen) * 3
@@ -51,8 +54,10 @@ def main(argv=None) -> None:
                     lipcert.certify_logits(logits, eps, metric, target, lipschitz=1.0)
                     times.append(time.perf_counter() - t0)
                 med = float(np.median(times))
-                print(f"| {args.classes}x{h}x{w} | {n_eps} | {metric} | {med:.3f} | {h * w / med / 1e6:.1f} | "
-                      f"{_peak_rss_mb():.0f} |")
+                print(
+                    f"| {args.classes}x{h}x{w} | {n_eps} | {metric} | {med:.3f} | {h * w / med / 1e6:.1f} | "
+                    f"{_peak_rss_mb():.0f} |"
+                )
 
 
 if __name__ == "__main__":

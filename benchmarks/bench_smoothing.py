@@ -28,8 +28,10 @@ def main(argv=None) -> None:
     parser.add_argument("--loop-pixels", type=int, default=20_000)
     parser.add_argument("--stat-pixels", type=int, default=2_000_000)
     args = parser.parse_args(argv)
-    print(f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}")
+    print(
+        f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}"
+    )
     torch.manual_seed(0)
     model = export_plain(LipNet(19, preset="S", rates=(6, 12, 18), parametrization="plain"))
     x = torch.rand(3, args.height, args.width)
@@ -61,8 +63,10 @@ def main(argv=None) -> None:
     t_loop = time.perf_counter() - t0
     per_vec = t_vec / args.stat_pixels
     per_loop = t_loop / args.loop_pixels
-    print(f"\n### p-values + Holm correction ({args.stat_pixels} pixels vectorised, {args.loop_pixels} pixels "
-          "per-pixel scipy.stats.binomtest loop, the reference implementation's approach)")
+    print(
+        f"\n### p-values + Holm correction ({args.stat_pixels} pixels vectorised, {args.loop_pixels} pixels "
+        "per-pixel scipy.stats.binomtest loop, the reference implementation's approach)"
+    )
     print("| method | pixels | seconds | us per pixel |")
     print("|---|---|---|---|")
     print(f"| table of n+1 p-values + histogram Holm | {args.stat_pixels} | {t_vec:.4f} | {per_vec * 1e6:.4f} |")

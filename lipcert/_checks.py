@@ -46,8 +46,7 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torc
     b, k, h, w = logits.shape
     if tuple(t.shape) != (b, h, w):
         raise LipcertError(
-            f"Expected `target` of shape {(b, h, w)} to match logits {tuple(logits.shape)}, "
-            f"but got {tuple(t.shape)}."
+            f"Expected `target` of shape {(b, h, w)} to match logits {tuple(logits.shape)}, but got {tuple(t.shape)}."
         )
     t = t.long()
     if t.numel() == 0 or (int(t.min()) >= 0 and int(t.max()) < k):
@@ -57,9 +56,7 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torc
         bad &= t != ignore_index
     if bool(bad.any()):
         vals = torch.unique(t[bad])[:5].tolist()
-        raise LipcertError(
-            f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {vals}."
-        )
+        raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {vals}.")
     return t
 
 

@@ -41,8 +41,9 @@ class CertifiedMetric:
         [1.0, 0.5]
     """
 
-    def __init__(self, metric: str, eps, *, lipschitz: float, ignore_index: int | None = 255,
-                 average: str = "micro") -> None:
+    def __init__(
+        self, metric: str, eps, *, lipschitz: float, ignore_index: int | None = 255, average: str = "micro"
+    ) -> None:
         self.metric = check_choice(metric, METRICS, "metric")
         self.eps = check_eps(eps)
         self.lipschitz = check_lipschitz(lipschitz)
@@ -86,8 +87,9 @@ class CertifiedMetric:
             self._add_macro("clean", unit_values(ev.clean_num, ev.den, False))
 
     def _update_iou(self, logits, target) -> None:
-        problem, worst, naive, clean, _ = _evaluate_iou(logits, target, self.eps, self.metric, self.lipschitz,
-                                                        self.ignore_index)
+        problem, worst, naive, clean, _ = _evaluate_iou(
+            logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index
+        )
         self._n_images += problem.n_images
         if self.average == "macro":
             for name, values in (("worst", worst), ("naive", naive), ("clean", clean)):
@@ -130,15 +132,24 @@ class CertifiedMetric:
         elif self.metric in ("pixel_accuracy", "stability"):
             worst, naive, clean = worst[..., 0], naive[..., 0], clean[..., 0]
         if iou:
-            solver = "Dinkelbach over per-image frontiers (exact)" if self.average == "micro" else (
-                "two-list sweep (exact)")
+            solver = (
+                "Dinkelbach over per-image frontiers (exact)" if self.average == "micro" else ("two-list sweep (exact)")
+            )
         else:
             solver = "greedy on sorted costs (exact)"
         if self.metric == "miou":
             solver += ", mean over classes (sound bound)"
         return Certificate(
-            metric=self.metric, eps=self.eps, worst=worst, clean=clean, naive=naive,
-            lipschitz=self.lipschitz, lipschitz_source="declared", average=self.average,
-            higher_is_better=_higher_is_better(self.metric), solver=solver,
-            status="bound" if self.metric == "miou" else "exact", extras={"n_images": np.float64(self._n_images)},
+            metric=self.metric,
+            eps=self.eps,
+            worst=worst,
+            clean=clean,
+            naive=naive,
+            lipschitz=self.lipschitz,
+            lipschitz_source="declared",
+            average=self.average,
+            higher_is_better=_higher_is_better(self.metric),
+            solver=solver,
+            status="bound" if self.metric == "miou" else "exact",
+            extras={"n_images": np.float64(self._n_images)},
         )

@@ -54,8 +54,7 @@ class Certificate:
             if a is None:
                 return None
             arr = np.asarray(a, dtype=np.float64)
-            return np.where(np.isnan(arr), None, arr).tolist() if arr.ndim else (
-                None if np.isnan(arr) else float(arr))
+            return np.where(np.isnan(arr), None, arr).tolist() if arr.ndim else (None if np.isnan(arr) else float(arr))
 
         return {
             "metric": self.metric,

@@ -55,8 +55,7 @@ def _prepare(logits, target, metric, ignore_index):
 def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index):
     b, k = t.shape[:2]
     z = t.reshape(b, k, -1).to(torch.float64).numpy()
-    return build_iou_problem(z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz,
-                             ignore_index)
+    return build_iou_problem(z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index)
 
 
 def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
@@ -71,11 +70,13 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    problem = build_unit_problem(metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1],
-                                 cap=float(_budgets(eps).max()))
+    problem = build_unit_problem(
+        metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1], cap=float(_budgets(eps).max())
+    )
     worst_num, naive_num = unit_counts(problem, eps)
-    return _Evaluation(worst_num, naive_num, problem.clean_num, problem.den, problem.complement,
-                       metric in PER_CLASS_UNIT, margin)
+    return _Evaluation(
+        worst_num, naive_num, problem.clean_num, problem.den, problem.complement, metric in PER_CLASS_UNIT, margin
+    )
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -134,10 +135,18 @@ def certify_logits(
     if metric in IOU_METRICS:
         _, worst, naive, clean, margin = _evaluate_iou(logits, target, e, metric, L, ignore_index)
         return Certificate(
-            metric=metric, eps=e, worst=worst, clean=clean, naive=naive, lipschitz=L,
-            lipschitz_source=lipschitz_source, average="none", higher_is_better=True,
+            metric=metric,
+            eps=e,
+            worst=worst,
+            clean=clean,
+            naive=naive,
+            lipschitz=L,
+            lipschitz_source=lipschitz_source,
+            average="none",
+            higher_is_better=True,
             solver="two-list sweep (exact)" + (", mean over classes (sound bound)" if metric == "miou" else ""),
-            status="exact" if metric == "iou" else "bound", pixel_radius=margin / (np.sqrt(2.0) * L),
+            status="exact" if metric == "iou" else "bound",
+            pixel_radius=margin / (np.sqrt(2.0) * L),
         )
     ev = _evaluate(logits, target, e, metric, L, ignore_index)
     squeeze = (lambda a: a) if ev.per_class else (lambda a: a[..., 0])
@@ -254,5 +263,4 @@ def certify(
             logits = model(x)
     finally:
         model.train(was_training)
-    return certify_logits(logits, eps, metric, target, lipschitz=L, ignore_index=ignore_index,
-                          lipschitz_source=source)
+    return certify_logits(logits, eps, metric, target, lipschitz=L, ignore_index=ignore_index, lipschitz_source=source)

@@ -23,8 +23,16 @@ def _compare(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
-    cfg = CompareConfig(eps=args.eps, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, limit=args.limit,
-                        seed=args.seed, progress=not args.no_progress)
+    cfg = CompareConfig(
+        eps=args.eps,
+        sigma=args.sigma,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        limit=args.limit,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     res = run_compare(_load_model(args.lip), _load_model(args.twin), dataset, cfg)
     print(markdown(res))
     paths = write_outputs(res, args.out)
@@ -97,11 +105,25 @@ def _train(args: argparse.Namespace) -> int:
     model = build_model(recipe["model"])
     train_set = _make_dataset(data["dataset"], "train", data.get("n_train"), data["size"], data["seed"], args.root)
     eval_set = _make_dataset(data["dataset"], "test", data.get("n_eval"), data["size"], data["seed"], args.root)
-    meta = {"recipe": args.recipe, "commit": _git_commit(), "command": " ".join(_sys.argv),
-            "machine": f"{platform.machine()} {platform.processor()}", "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "data": data}
-    res = train(model, train_set, cfg, eval_set=eval_set, out=args.out, resume=args.resume,
-                progress=not args.no_progress, meta=meta)
+    meta = {
+        "recipe": args.recipe,
+        "commit": _git_commit(),
+        "command": " ".join(_sys.argv),
+        "machine": f"{platform.machine()} {platform.processor()}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "data": data,
+    }
+    res = train(
+        model,
+        train_set,
+        cfg,
+        eval_set=eval_set,
+        out=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        meta=meta,
+    )
     print(f"saved {args.out} after {res['seconds']:.0f} s")
     return 0
 

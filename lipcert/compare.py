@@ -94,10 +94,13 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     image0, _ = dataset[0]
     L = lipschitz_bound(lip_model, tuple(image0.shape))
     curve = np.linspace(0.0, max(eps), 64)
-    acc = {avg: CertifiedMetric("pixel_accuracy", eps, lipschitz=L, ignore_index=ignore, average=avg)
-           for avg in ("macro", "micro")}
-    miou = {avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg)
-            for avg in ("macro", "micro")}
+    acc = {
+        avg: CertifiedMetric("pixel_accuracy", eps, lipschitz=L, ignore_index=ignore, average=avg)
+        for avg in ("macro", "micro")
+    }
+    miou = {
+        avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg) for avg in ("macro", "micro")
+    }
     iou_micro = CertifiedMetric("iou", eps, lipschitz=L, ignore_index=ignore, average="micro")
     recall_micro = CertifiedMetric("recall", eps, lipschitz=L, ignore_index=ignore, average="micro")
     curve_acc = CertifiedMetric("pixel_accuracy", curve, lipschitz=L, ignore_index=ignore, average="macro")
@@ -121,11 +124,13 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
         m = len(items)
         with torch.no_grad():
             logits, tf = _timed(lambda xb=xb: lip_model(xb))
-        cert, tc = _timed(lambda: certify_logits(logits, eps, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore))
-        _, tc1 = _timed(lambda: certify_logits(logits, eps[:1], "pixel_accuracy", yb, lipschitz=L,
-                                               ignore_index=ignore))
-        _, tc64 = _timed(lambda: certify_logits(logits, curve, "pixel_accuracy", yb, lipschitz=L,
-                                                ignore_index=ignore))
+
+        def cert_at(radii, logits=logits, yb=yb):
+            return certify_logits(logits, radii, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore)
+
+        cert, tc = _timed(lambda: cert_at(eps))
+        _, tc1 = _timed(lambda: cert_at(eps[:1]))
+        _, tc64 = _timed(lambda: cert_at(curve))
         if m == cfg.lip_batch or start == 0:  # per-image time of full batches (a short last batch is skipped)
             t_fwd.append(tf / m)
             t_cert.append(tc / m)
@@ -134,8 +139,12 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
         for metric in (*acc.values(), *miou.values(), iou_micro, recall_micro, curve_acc):
             metric.update(logits, yb)
         if start == 0:
-            example = {"image": xb[0].numpy(), "target": yb[0].numpy(), "pred": logits.argmax(1)[0].numpy(),
-                       "radius": cert.pixel_radius[0]}
+            example = {
+                "image": xb[0].numpy(),
+                "target": yb[0].numpy(),
+                "pred": logits.argmax(1)[0].numpy(),
+                "radius": cert.pixel_radius[0],
+            }
         for x, y in items:
             for si, (sigma, n0, n) in enumerate(settings):
                 mode, counts, ts = sample_counts(twin_model, x, sigma, n0, n, cfg.batch_size, gen)
@@ -144,8 +153,11 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
                     tau = tau_for_radius(e, sigma)
                     if tau > tau_ceiling(n, mode.size, cfg.alpha):
                         continue
-                    res, tt = _timed(lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
-                        mode, counts, n, tau, cfg.alpha, sigma))
+                    res, tt = _timed(
+                        lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
+                            mode, counts, n, tau, cfg.alpha, sigma
+                        )
+                    )
                     per_eps_t.append(tt)
                     sc_metrics[(si, e)].update(res.labels[None], y[None].numpy())
                     if not example.get("abstain_done") and si == 0:
@@ -154,12 +166,50 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             example["abstain_done"] = True
             bar.update(1)
     bar.close()
-    return _summarise(cfg, eps, L, k, n_images, settings, acc, miou, iou_micro, recall_micro, curve_acc,
-                      curve, sc_metrics, sc_time, t_fwd, t_cert, t_cert1, t_cert64, example)
+    return _summarise(
+        cfg,
+        eps,
+        L,
+        k,
+        n_images,
+        settings,
+        acc,
+        miou,
+        iou_micro,
+        recall_micro,
+        curve_acc,
+        curve,
+        sc_metrics,
+        sc_time,
+        t_fwd,
+        t_cert,
+        t_cert1,
+        t_cert64,
+        example,
+    )
 
 
-def _summarise(cfg, eps, L, k, n_images, settings, acc, miou, iou_micro, recall_micro, curve_acc, curve,
-               sc_metrics, sc_time, t_fwd, t_cert, t_cert1, t_cert64, example) -> dict:
+def _summarise(
+    cfg,
+    eps,
+    L,
+    k,
+    n_images,
+    settings,
+    acc,
+    miou,
+    iou_micro,
+    recall_micro,
+    curve_acc,
+    curve,
+    sc_metrics,
+    sc_time,
+    t_fwd,
+    t_cert,
+    t_cert1,
+    t_cert64,
+    example,
+) -> dict:
     ca = {avg: m.compute() for avg, m in acc.items()}
     cm = {avg: m.compute() for avg, m in miou.items()}
     ci = iou_micro.compute()
@@ -187,23 +237,53 @@ def _summarise(cfg, eps, L, k, n_images, settings, acc, miou, iou_micro, recall_
                 rows.append({"eps": e, "tau": tau, "reachable": False, "tau_ceiling": ceiling})
                 continue
             out = sc_metrics[(si, e)].compute()
-            rows.append({"eps": e, "tau": tau, "reachable": True, "tau_ceiling": ceiling,
-                         **{key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()}})
-        sc.append({"sigma": sigma, "n0": n0, "n": n, "alpha": cfg.alpha, "forward_passes_per_image": n0 + n,
-                   "seconds_per_image": _stats(sc_time[si]), "results": rows})
+            rows.append(
+                {
+                    "eps": e,
+                    "tau": tau,
+                    "reachable": True,
+                    "tau_ceiling": ceiling,
+                    **{key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()},
+                }
+            )
+        sc.append(
+            {
+                "sigma": sigma,
+                "n0": n0,
+                "n": n,
+                "alpha": cfg.alpha,
+                "forward_passes_per_image": n0 + n,
+                "seconds_per_image": _stats(sc_time[si]),
+                "results": rows,
+            }
+        )
     lip_total = [a + b for a, b in zip(t_fwd, t_cert, strict=True)]
     curve1 = [a + b for a, b in zip(t_fwd, t_cert1, strict=True)]
     curve64 = [a + b for a, b in zip(t_fwd, t_cert64, strict=True)]
     med = statistics.median
     ratios = {
         "overhead": med(lip_total) / med(t_fwd),
-        "speedup_vs_segcertify": {f"sigma={s},n0={a},n={b}": med(sc_time[si]) / med(lip_total)
-                                  for si, (s, a, b) in enumerate(settings)},
+        "speedup_vs_segcertify": {
+            f"sigma={s},n0={a},n={b}": med(sc_time[si]) / med(lip_total) for si, (s, a, b) in enumerate(settings)
+        },
         "curve_64_vs_1": med(curve64) / med(curve1),
         "curve_64_vs_1_certification_only": med(t_cert64) / med(t_cert1),
     }
-    timing = {"lipschitz_forward": _stats(t_fwd), "lipschitz_certification": _stats(t_cert),
-              "lipschitz_total": _stats(lip_total), "forward_passes_per_image": 1}
-    return {"n_images": n_images, "eps": eps, "hardware": hardware(), "lip_batch": cfg.lip_batch,
-            "sample_batch": cfg.batch_size, "lipschitz": lip, "segcertify": sc,
-            "timing": timing, "ratios": ratios, "_example": example}
+    timing = {
+        "lipschitz_forward": _stats(t_fwd),
+        "lipschitz_certification": _stats(t_cert),
+        "lipschitz_total": _stats(lip_total),
+        "forward_passes_per_image": 1,
+    }
+    return {
+        "n_images": n_images,
+        "eps": eps,
+        "hardware": hardware(),
+        "lip_batch": cfg.lip_batch,
+        "sample_batch": cfg.batch_size,
+        "lipschitz": lip,
+        "segcertify": sc,
+        "timing": timing,
+        "ratios": ratios,
+        "_example": example,
+    }

@@ -16,50 +16,70 @@ def _f(x, digits=4) -> str:
 def markdown(res: dict) -> str:
     """The comparison as markdown tables (every number names macro or micro)."""
     lip, eps = res["lipschitz"], res["eps"]
-    lines = [f"## Lipschitz certificate vs SegCertify ({res['n_images']} images; {res['hardware']})", "",
-             f"Lipschitz model: guaranteed L = {lip['lipschitz']:.4f} (computed from the weights); clean pixel "
-             f"accuracy {_f(lip['clean_pixel_accuracy']['micro'])} (micro) / "
-             f"{_f(lip['clean_pixel_accuracy']['macro'])} (macro); clean mIoU {_f(lip['clean_miou']['micro'])} "
-             f"(pooled, micro) / {_f(lip['clean_miou']['macro'])} (macro).", "",
-             "| eps | method | certified pixel acc (macro) | certified pixel acc (micro) | per-pixel cert. acc "
-             "(macro) | abstain rate (micro) | certified mIoU (micro, pooled) | certified foreground recall "
-             "(micro, mean of digit classes) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Lipschitz certificate vs SegCertify ({res['n_images']} images; {res['hardware']})",
+        "",
+        f"Lipschitz model: guaranteed L = {lip['lipschitz']:.4f} (computed from the weights); clean pixel "
+        f"accuracy {_f(lip['clean_pixel_accuracy']['micro'])} (micro) / "
+        f"{_f(lip['clean_pixel_accuracy']['macro'])} (macro); clean mIoU {_f(lip['clean_miou']['micro'])} "
+        f"(pooled, micro) / {_f(lip['clean_miou']['macro'])} (macro).",
+        "",
+        "| eps | method | certified pixel acc (macro) | certified pixel acc (micro) | per-pixel cert. acc "
+        "(macro) | abstain rate (micro) | certified mIoU (micro, pooled) | certified foreground recall "
+        "(micro, mean of digit classes) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for j, e in enumerate(eps):
         fg = lip["certified_foreground_recall_micro"]
         lines.append(
             f"| {e:g} | Lipschitz (1 forward pass, exact joint) | {_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
             f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
             f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
-            f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound) | {_f(fg[j]) if fg else 'n/a'} |")
+            f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound) | {_f(fg[j]) if fg else 'n/a'} |"
+        )
         for s in res["segcertify"]:
             row = s["results"][j]
             name = f"SegCertify sigma={s['sigma']}, n0={s['n0']}, n={s['n']}"
             if not row["reachable"]:
-                lines.append(f"| {e:g} | {name} | unreachable (tau {row['tau']:.4f} > ceiling "
-                             f"{row['tau_ceiling']:.4f}) | | | | | |")
+                lines.append(
+                    f"| {e:g} | {name} | unreachable (tau {row['tau']:.4f} > ceiling "
+                    f"{row['tau_ceiling']:.4f}) | | | | | |"
+                )
                 continue
-            lines.append(f"| {e:g} | {name} | {_f(row['certified_pixel_accuracy_macro'])} | "
-                         f"{_f(row['certified_pixel_accuracy_micro'])} | n/a | {_f(row['abstain_rate_micro'])} | "
-                         f"{_f(row['miou_micro'])} | n/a |")
+            lines.append(
+                f"| {e:g} | {name} | {_f(row['certified_pixel_accuracy_macro'])} | "
+                f"{_f(row['certified_pixel_accuracy_micro'])} | n/a | {_f(row['abstain_rate_micro'])} | "
+                f"{_f(row['miou_micro'])} | n/a |"
+            )
     t = res["timing"]
-    lines += ["", "| method | forward passes per image | median s/image | min | max | speed-up of the certificate |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| method | forward passes per image | median s/image | min | max | speed-up of the certificate |",
+        "|---|---|---|---|---|---|",
+    ]
     lt = t["lipschitz_total"]
-    lines.append(f"| Lipschitz (forward + certificate at {len(eps)} radii; batches of {res['lip_batch']} images) "
-                 f"| 1 | {lt['median']:.5f} | "
-                 f"{lt['min']:.5f} | {lt['max']:.5f} | 1x |")
+    lines.append(
+        f"| Lipschitz (forward + certificate at {len(eps)} radii; batches of {res['lip_batch']} images) "
+        f"| 1 | {lt['median']:.5f} | "
+        f"{lt['min']:.5f} | {lt['max']:.5f} | 1x |"
+    )
     for s, (name, sp) in zip(res["segcertify"], res["ratios"]["speedup_vs_segcertify"].items(), strict=True):
         st = s["seconds_per_image"]
-        lines.append(f"| SegCertify {name} (batches of {res['sample_batch']} noisy samples) | "
-                     f"{s['forward_passes_per_image']} | {st['median']:.4f} | "
-                     f"{st['min']:.4f} | {st['max']:.4f} | {sp:.0f}x |")
+        lines.append(
+            f"| SegCertify {name} (batches of {res['sample_batch']} noisy samples) | "
+            f"{s['forward_passes_per_image']} | {st['median']:.4f} | "
+            f"{st['min']:.4f} | {st['max']:.4f} | {sp:.0f}x |"
+        )
     r = res["ratios"]
-    lines += ["", f"Ratios: overhead (forward + certificate) / forward = {r['overhead']:.3f} (bar <= 1.05); "
-              + "; ".join(f"speed-up vs SegCertify {k} = {v:.0f}x (bar >= 100x)"
-                          for k, v in r["speedup_vs_segcertify"].items())
-              + f"; 64-radius curve / 1 radius (forward included) = {r['curve_64_vs_1']:.3f} (bar <= 1.2; "
-              f"certification alone {r['curve_64_vs_1_certification_only']:.3f})."]
+    lines += [
+        "",
+        f"Ratios: overhead (forward + certificate) / forward = {r['overhead']:.3f} (bar <= 1.05); "
+        + "; ".join(
+            f"speed-up vs SegCertify {k} = {v:.0f}x (bar >= 100x)" for k, v in r["speedup_vs_segcertify"].items()
+        )
+        + f"; 64-radius curve / 1 radius (forward included) = {r['curve_64_vs_1']:.3f} (bar <= 1.2; "
+        f"certification alone {r['curve_64_vs_1_certification_only']:.3f}).",
+    ]
     return "\n".join(lines)
 
 
@@ -73,19 +93,42 @@ def write_outputs(res: dict, out_dir) -> dict:
     lip = res["lipschitz"]
     for j, e in enumerate(res["eps"]):
         for avg in ("macro", "micro"):
-            rows.append(["lipschitz", "", e, "certified_pixel_accuracy_joint", avg,
-                         lip["certified_pixel_accuracy_joint"][avg][j]])
-            rows.append(["lipschitz", "", e, "certified_pixel_accuracy_per_pixel", avg,
-                         lip["certified_pixel_accuracy_per_pixel"][avg][j]])
+            rows.append(
+                [
+                    "lipschitz",
+                    "",
+                    e,
+                    "certified_pixel_accuracy_joint",
+                    avg,
+                    lip["certified_pixel_accuracy_joint"][avg][j],
+                ]
+            )
+            rows.append(
+                [
+                    "lipschitz",
+                    "",
+                    e,
+                    "certified_pixel_accuracy_per_pixel",
+                    avg,
+                    lip["certified_pixel_accuracy_per_pixel"][avg][j],
+                ]
+            )
             rows.append(["lipschitz", "", e, "worst_miou_bound", avg, lip["worst_miou_bound"][avg][j]])
         for s in res["segcertify"]:
             setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']}"
             row = s["results"][j]
-            for key in ("certified_pixel_accuracy_macro", "certified_pixel_accuracy_micro", "abstain_rate_micro",
-                        "abstain_rate_macro", "miou_micro", "miou_macro"):
+            for key in (
+                "certified_pixel_accuracy_macro",
+                "certified_pixel_accuracy_micro",
+                "abstain_rate_micro",
+                "abstain_rate_macro",
+                "miou_micro",
+                "miou_macro",
+            ):
                 metric, avg = key.rsplit("_", 1)
-                rows.append(["segcertify", setting, e, metric, avg, row.get(key) if row["reachable"] else
-                             "unreachable"])
+                rows.append(
+                    ["segcertify", setting, e, metric, avg, row.get(key) if row["reachable"] else "unreachable"]
+                )
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "setting", "eps", "metric", "average", "value"])

@@ -7,8 +7,15 @@ from dataclasses import replace
 from .errors import LipcertError
 from .train import TrainConfig
 
-_DIGIT_BODY = dict(arch="LipUNet", num_classes=11, in_channels=3, widths=[[32, 2], [64, 2], [128, 2]], stem=32,
-                   mean=[0.5, 0.5, 0.5], std=[1.0, 1.0, 1.0])
+_DIGIT_BODY = dict(
+    arch="LipUNet",
+    num_classes=11,
+    in_channels=3,
+    widths=[[32, 2], [64, 2], [128, 2]],
+    stem=32,
+    mean=[0.5, 0.5, 0.5],
+    std=[1.0, 1.0, 1.0],
+)
 _BACKGROUND_WEIGHT = [0.1] + [1.0] * 10
 
 RECIPES: dict[str, dict] = {
@@ -16,16 +23,36 @@ RECIPES: dict[str, dict] = {
     "digits-lipunet": dict(
         model=dict(_DIGIT_BODY, gain=8.0, parametrization="aoc"),
         data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
-        train=TrainConfig(epochs=40, batch_size=32, lr=3e-3, weight_decay=0.0, loss="tau_ce", tau=16.0,
-                          class_weights=_BACKGROUND_WEIGHT, monitor_eps=0.25, eval_every=10, seed=0),
+        train=TrainConfig(
+            epochs=40,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=0.0,
+            loss="tau_ce",
+            tau=16.0,
+            class_weights=_BACKGROUND_WEIGHT,
+            monitor_eps=0.25,
+            eval_every=10,
+            seed=0,
+        ),
     ),
     # The unconstrained twin (Conv2d + ReLU + BatchNorm2d), Gaussian-noise trained for SegCertify.
     "digits-twin-sigma025": dict(
         model=dict(_DIGIT_BODY, gain=1.0, parametrization="plain"),
         data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
-        train=TrainConfig(epochs=15, batch_size=32, lr=3e-3, weight_decay=1e-4, loss="tau_ce", tau=1.0,
-                          class_weights=_BACKGROUND_WEIGHT, noise_sigma=0.25, monitor_eps=0.25, eval_every=5,
-                          seed=0),
+        train=TrainConfig(
+            epochs=15,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=1e-4,
+            loss="tau_ce",
+            tau=1.0,
+            class_weights=_BACKGROUND_WEIGHT,
+            noise_sigma=0.25,
+            monitor_eps=0.25,
+            eval_every=5,
+            seed=0,
+        ),
     ),
 }
 

@@ -74,8 +74,16 @@ def _loss_fn(cfg: TrainConfig, ignore_index: int):
     raise LipcertError(f"Expected `loss` in {LOSSES}, but got {cfg.loss!r}.")
 
 
-def evaluate(model: nn.Module, dataset, *, eps: float | None = None, lipschitz: float | None = None,
-             batch_size: int = 32, limit: int | None = None, ignore_index: int = 255) -> dict:
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    eps: float | None = None,
+    lipschitz: float | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    ignore_index: int = 255,
+) -> dict:
     """Clean pixel accuracy (micro), per-class IoU and mIoU (pooled), and certified accuracy.
 
     The certified pixel accuracy is the joint certificate, macro (mean over images), at ``eps`` with
@@ -104,14 +112,22 @@ def evaluate(model: nn.Module, dataset, *, eps: float | None = None, lipschitz: 
             part = confusion_matrix(logits.argmax(1).numpy(), y.numpy(), k, ignore_index)
             cm = part if cm is None else cm + part
             if certify_now:
-                cert.append(certify_logits(logits, eps, "pixel_accuracy", y, lipschitz=lipschitz,
-                                           ignore_index=ignore_index).worst[:, 0])
+                cert.append(
+                    certify_logits(
+                        logits, eps, "pixel_accuracy", y, lipschitz=lipschitz, ignore_index=ignore_index
+                    ).worst[:, 0]
+                )
     iou = iou_from_confusion(cm)
-    out = {"pixel_accuracy_micro": pixel_accuracy_from_confusion(cm), "iou": iou.tolist(),
-           "miou_pooled": float(np.nanmean(iou)), "n_images": n}
+    out = {
+        "pixel_accuracy_micro": pixel_accuracy_from_confusion(cm),
+        "iou": iou.tolist(),
+        "miou_pooled": float(np.nanmean(iou)),
+        "n_images": n,
+    }
     if certify_now:
-        out.update(certified_pixel_accuracy_macro=float(np.nanmean(np.concatenate(cert))), eps=eps,
-                   lipschitz=float(lipschitz))
+        out.update(
+            certified_pixel_accuracy_macro=float(np.nanmean(np.concatenate(cert))), eps=eps, lipschitz=float(lipschitz)
+        )
     return out
 
 
@@ -121,12 +137,28 @@ def save_checkpoint(path: str, model: nn.Module, meta: dict) -> None:
     Load with :func:`lipcert.models.load_checkpoint` (``torch.load(weights_only=True)``).
     """
     frozen = export_plain(model)
-    torch.save({"config": dict(model.config), "state_dict": frozen.state_dict(), "exported": True,
-                "meta": json.loads(json.dumps(meta, default=str))}, path)
+    torch.save(
+        {
+            "config": dict(model.config),
+            "state_dict": frozen.state_dict(),
+            "exported": True,
+            "meta": json.loads(json.dumps(meta, default=str)),
+        },
+        path,
+    )
 
 
-def train(model: nn.Module, train_set, cfg: TrainConfig, *, eval_set=None, out: str | None = None,
-          resume: bool = False, progress: bool = True, meta: dict | None = None) -> dict:
+def train(
+    model: nn.Module,
+    train_set,
+    cfg: TrainConfig,
+    *,
+    eval_set=None,
+    out: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> dict:
     """Train a segmentation model with AdamW + cosine schedule; returns the history.
 
     Args:
@@ -159,8 +191,9 @@ def train(model: nn.Module, train_set, cfg: TrainConfig, *, eval_set=None, out: 
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(s, total) / total)))
-        / cfg.lr)
+        opt,
+        lambda s: (cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(s, total) / total))) / cfg.lr,
+    )
     history, start_epoch, t0 = [], 0, time.time()
     state_path = None if out is None else out + ".state"
     if resume and state_path and os.path.exists(state_path):
@@ -174,8 +207,7 @@ def train(model: nn.Module, train_set, cfg: TrainConfig, *, eval_set=None, out: 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         run_loss = run_correct = run_valid = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
@@ -195,26 +227,48 @@ def train(model: nn.Module, train_set, cfg: TrainConfig, *, eval_set=None, out: 
                 run_correct += float(((logits.argmax(1) == y) & valid).sum())
                 run_valid += float(valid.sum())
                 run_loss += float(loss) * len(idx)
-            bar.set_postfix(loss=f"{run_loss / max(1, (step + 1) * cfg.batch_size):.4f}",
-                            acc=f"{run_correct / max(1.0, run_valid):.4f}")
-        record = {"epoch": epoch + 1, "loss": run_loss / len(train_set),
-                  "train_pixel_accuracy_micro": run_correct / max(1.0, run_valid),
-                  "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
+            bar.set_postfix(
+                loss=f"{run_loss / max(1, (step + 1) * cfg.batch_size):.4f}",
+                acc=f"{run_correct / max(1.0, run_valid):.4f}",
+            )
+        record = {
+            "epoch": epoch + 1,
+            "loss": run_loss / len(train_set),
+            "train_pixel_accuracy_micro": run_correct / max(1.0, run_valid),
+            "lr": sched.get_last_lr()[0],
+            "seconds": time.time() - t0,
+        }
         if eval_set is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            record["eval"] = evaluate(model, eval_set, eps=cfg.monitor_eps,
-                                      ignore_index=ignore_index, limit=None)
+            record["eval"] = evaluate(model, eval_set, eps=cfg.monitor_eps, ignore_index=ignore_index, limit=None)
         history.append(record)
         if progress:
             ev = record.get("eval", {})
-            tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.4f} train acc (micro) "
-                       f"{record['train_pixel_accuracy_micro']:.4f}"
-                       + (f" | eval acc (micro) {ev['pixel_accuracy_micro']:.4f} mIoU (pooled) "
-                          f"{ev['miou_pooled']:.4f}" if ev else "")
-                       + (f" certified acc (macro) @{cfg.monitor_eps} {ev['certified_pixel_accuracy_macro']:.4f}"
-                          if "certified_pixel_accuracy_macro" in ev else ""))
+            tqdm.write(
+                f"epoch {epoch + 1}: loss {record['loss']:.4f} train acc (micro) "
+                f"{record['train_pixel_accuracy_micro']:.4f}"
+                + (
+                    f" | eval acc (micro) {ev['pixel_accuracy_micro']:.4f} mIoU (pooled) {ev['miou_pooled']:.4f}"
+                    if ev
+                    else ""
+                )
+                + (
+                    f" certified acc (macro) @{cfg.monitor_eps} {ev['certified_pixel_accuracy_macro']:.4f}"
+                    if "certified_pixel_accuracy_macro" in ev
+                    else ""
+                )
+            )
         if out is not None:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "history": history, "epoch": epoch + 1, "seconds": time.time() - t0}, state_path)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "history": history,
+                    "epoch": epoch + 1,
+                    "seconds": time.time() - t0,
+                },
+                state_path,
+            )
     seconds = time.time() - t0
     if out is not None:
         model.train()
@@ -224,6 +278,7 @@ def train(model: nn.Module, train_set, cfg: TrainConfig, *, eval_set=None, out: 
         with torch.no_grad():  # refresh eval-mode caches of parametrisations from the final weights
             model(torch.stack([train_set[i][0] for i in range(min(2, len(train_set)))]))
         model.eval()
-        save_checkpoint(out, model, {"train_config": asdict(cfg), "history": history, "seconds": seconds,
-                                     **(meta or {})})
+        save_checkpoint(
+            out, model, {"train_config": asdict(cfg), "history": history, "seconds": seconds, **(meta or {})}
+        )
     return {"history": history, "seconds": seconds}

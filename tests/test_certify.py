@@ -167,8 +167,13 @@ def test_pixel_radius_map_and_shapes():
     ],
 )
 def test_bad_inputs_raise(kwargs):
-    args = dict(logits=torch.randn(1, 3, 2, 2), eps=0.5, metric="pixel_accuracy",
-                target=torch.zeros(1, 2, 2, dtype=torch.long), lipschitz=1.0)
+    args = dict(
+        logits=torch.randn(1, 3, 2, 2),
+        eps=0.5,
+        metric="pixel_accuracy",
+        target=torch.zeros(1, 2, 2, dtype=torch.long),
+        lipschitz=1.0,
+    )
     args.update(kwargs)
     with pytest.raises(LipcertError):
         certify_logits(args.pop("logits"), args.pop("eps"), args.pop("metric"), args.pop("target"), **args)

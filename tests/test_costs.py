@@ -39,8 +39,10 @@ def test_min_targeted_cost_is_flip_cost(rng):
     np.testing.assert_allclose(tc.min(1), flip_costs(logits, 3.0))
 
 
-@pytest.mark.parametrize("bad", [np.ones((1, 2, 2, 2), dtype=np.int64), np.full((1, 2, 2, 2), np.nan),
-                                 np.ones((2, 2, 2)), np.ones((1, 1, 2, 2))])
+@pytest.mark.parametrize(
+    "bad",
+    [np.ones((1, 2, 2, 2), dtype=np.int64), np.full((1, 2, 2, 2), np.nan), np.ones((2, 2, 2)), np.ones((1, 1, 2, 2))],
+)
 def test_bad_logits_rejected(bad):
     with pytest.raises(LipcertError):
         flip_costs(bad, 1.0)

@@ -15,10 +15,48 @@ LAYOUT = """root/
   gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png"""
 
 # labelId -> trainId (the 19 evaluated classes); every other id becomes 255.
-LABEL_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                     26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-           "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+LABEL_TO_TRAIN_ID = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 MEAN, STD = (0.286, 0.325, 0.283), (0.176, 0.180, 0.177)
 
 _LUT = np.full(256, 255, dtype=np.int64)

@@ -69,8 +69,7 @@ class DigitScenes:
     num_classes = NUM_CLASSES
     ignore_index = IGNORE_INDEX
 
-    def __init__(self, split: str = "train", size: int = 64, n: int = 1000, seed: int = 0,
-                 cache: bool = True) -> None:
+    def __init__(self, split: str = "train", size: int = 64, n: int = 1000, seed: int = 0, cache: bool = True) -> None:
         if split not in ("train", "test"):
             raise LipcertError(f"Expected `split` 'train' or 'test', but got {split!r}.")
         if size < 32 or size % 8:

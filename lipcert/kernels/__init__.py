@@ -9,4 +9,12 @@ from .iou import iou_frontier, iou_worst
 from .margins import top2_margin
 from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at, unit_groups
 
-__all__ = ["iou_frontier", "iou_worst", "top2_margin", "grouped_sorted_prefix", "segment_count_leq", "segment_value_at", "unit_groups"]
+__all__ = [
+    "iou_frontier",
+    "iou_worst",
+    "top2_margin",
+    "grouped_sorted_prefix",
+    "segment_count_leq",
+    "segment_value_at",
+    "unit_groups",
+]

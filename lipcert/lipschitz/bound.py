@@ -23,11 +23,41 @@ from .layer_bounds import LAYER_BOUNDS, layer_bound
 LIPSCHITZ_REL_SLACK = 1e-6  # covers LAPACK rounding of singular values and float32 weights -> float64
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
-    F.relu, torch.relu, F.pixel_shuffle, F.pixel_unshuffle, torch.flatten, torch.reshape, torch.permute,
-    torch.squeeze, torch.unsqueeze, operator.getitem, operator.neg, torch.neg, F.pad, torch.chunk,
-    torch.split, torch.transpose,
-    "relu", "view", "reshape", "flatten", "permute", "contiguous", "squeeze", "unsqueeze", "chunk",
-    "split", "transpose", "clone", "detach", "float", "to", "neg", "__getitem__", "size", "dim",
+    F.relu,
+    torch.relu,
+    F.pixel_shuffle,
+    F.pixel_unshuffle,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.squeeze,
+    torch.unsqueeze,
+    operator.getitem,
+    operator.neg,
+    torch.neg,
+    F.pad,
+    torch.chunk,
+    torch.split,
+    torch.transpose,
+    "relu",
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "chunk",
+    "split",
+    "transpose",
+    "clone",
+    "detach",
+    "float",
+    "to",
+    "neg",
+    "__getitem__",
+    "size",
+    "dim",
 }
 _SUM = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, "add", "sub"}
 _ROOT_SUM_SQUARES = {torch.cat, torch.concat, torch.stack, torch.maximum, torch.minimum, "maximum", "minimum"}
@@ -137,7 +167,8 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                 bounds[node] = _function_bound(node, prev, unknown)
         if unknown:
             raise LipschitzBoundError(
-                "No guaranteed Lipschitz bound for: " + ", ".join(sorted(set(unknown)))
+                "No guaranteed Lipschitz bound for: "
+                + ", ".join(sorted(set(unknown)))
                 + ". Use supported layers, or declare L explicitly with `lipschitz=` if you can guarantee it."
             )
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)

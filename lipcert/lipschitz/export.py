@@ -19,14 +19,25 @@ def _plain_conv(m: nn.Conv2d) -> nn.Conv2d:
     padding, mode = m.padding, m.padding_mode
     if isinstance(m, torchlip.PadConv2d) and m.old_padding_mode.lower() == "symmetric":
         raise NotImplementedError("symmetric PadConv2d has no plain nn.Conv2d equivalent; keep it as is")
-    out = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, padding, m.dilation, m.groups,
-                    m.bias is not None, mode)
+    out = nn.Conv2d(
+        m.in_channels, m.out_channels, m.kernel_size, m.stride, padding, m.dilation, m.groups, m.bias is not None, mode
+    )
     return out
 
 
 def _plain_conv_t(m: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                              m.output_padding, m.groups, m.bias is not None, m.dilation, m.padding_mode)
+    return nn.ConvTranspose2d(
+        m.in_channels,
+        m.out_channels,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.output_padding,
+        m.groups,
+        m.bias is not None,
+        m.dilation,
+        m.padding_mode,
+    )
 
 
 def _needs_export(m: nn.Module) -> bool:

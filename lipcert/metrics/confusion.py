@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = 255,
-                     n_pred_classes: int | None = None) -> np.ndarray:
+def confusion_matrix(
+    pred: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None = 255,
+    n_pred_classes: int | None = None,
+) -> np.ndarray:
     """Confusion counts of one or more images.
 
     Args:

@@ -56,8 +56,11 @@ def build_iou_problem(logits64: np.ndarray, pred, margin, target, lipschitz, ign
         valid = target[i] != ignore_index if ignore_index is not None else np.ones_like(target[i], dtype=bool)
         t, p = target[i], pred[i]
         tp_mask = valid & (t == p)
-        tp_parts.append(grouped_sorted_prefix(np.ascontiguousarray(margin[i] ** 2 * scale),
-                                              np.where(tp_mask, t, -1).astype(np.int64), k_size))
+        tp_parts.append(
+            grouped_sorted_prefix(
+                np.ascontiguousarray(margin[i] ** 2 * scale), np.where(tp_mask, t, -1).astype(np.int64), k_size
+            )
+        )
         z = logits64[i]
         top = np.take_along_axis(z, p[None, :], 0)
         fp_cost = (top - z) ** 2 * scale  # (K, N): cost of making each pixel predict k
@@ -71,15 +74,32 @@ def build_iou_problem(logits64: np.ndarray, pred, margin, target, lipschitz, ign
         union0.append(gt + fp0)
     tpo, tpc, tpp = _concat_csr(tp_parts)
     fpo, fpc, fpp = _concat_csr(fp_parts)
-    return _IoUProblem(b_size, k_size, tpo, tpc, tpp, fpo, fpc, fpp,
-                       np.concatenate(tp0).astype(np.int64), np.concatenate(union0).astype(np.int64))
+    return _IoUProblem(
+        b_size,
+        k_size,
+        tpo,
+        tpc,
+        tpp,
+        fpo,
+        fpc,
+        fpp,
+        np.concatenate(tp0).astype(np.int64),
+        np.concatenate(union0).astype(np.int64),
+    )
 
 
 def iou_per_image(problem: _IoUProblem, budgets: np.ndarray):
     """Worst IoU (B, E, K), naive per-pixel IoU bound (B, E, K) and clean IoU (B, K)."""
     b, k = problem.n_images, problem.n_classes
-    worst, _, _ = iou_worst(problem.tp_offsets, problem.tp_prefix, problem.fp_offsets, problem.fp_prefix,
-                            problem.tp0, problem.union0, budgets)
+    worst, _, _ = iou_worst(
+        problem.tp_offsets,
+        problem.tp_prefix,
+        problem.fp_offsets,
+        problem.fp_prefix,
+        problem.tp0,
+        problem.union0,
+        budgets,
+    )
     # naive: every pixel whose own cost fits the budget may change (union of per-pixel certificates)
     a = segment_count_leq(problem.tp_offsets, problem.tp_costs, budgets)
     bb = segment_count_leq(problem.fp_offsets, problem.fp_costs, budgets)

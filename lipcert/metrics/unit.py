@@ -45,8 +45,9 @@ def _budgets(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
-def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_classes,
-                       cap: float = np.inf) -> _UnitProblem:
+def build_unit_problem(
+    metric, pred, margin, target, lipschitz, ignore_index, n_classes, cap: float = np.inf
+) -> _UnitProblem:
     """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)``.
 
     Args:
@@ -70,9 +71,7 @@ def build_unit_problem(metric, pred, margin, target, lipschitz, ignore_index, n_
     per_class = metric in PER_CLASS_UNIT
     n_groups = n_classes if per_class else 1
     group, clean_num, den = unit_groups(pred, target, n_classes, ignore, per_class, metric != "stability")
-    offsets, sorted_costs, prefix = grouped_sorted_prefix(
-        np.ascontiguousarray(costs.ravel()), group, b * n_groups, cap
-    )
+    offsets, sorted_costs, prefix = grouped_sorted_prefix(np.ascontiguousarray(costs.ravel()), group, b * n_groups, cap)
     return _UnitProblem(b, n_groups, offsets, sorted_costs, prefix, clean_num, den, metric == "fnr")
 
 

@@ -10,4 +10,10 @@ __all__ = [
     "list_pretrained",
     "load_checkpoint",
     "load_pretrained",
-   "PRESETS", "InputNormalization", "LipNet", "LipUNet", "ScaledConcat", "export_plain"]
+    "PRESETS",
+    "InputNormalization",
+    "LipNet",
+    "LipUNet",
+    "ScaledConcat",
+    "export_plain",
+]

@@ -60,8 +60,9 @@ def conv(p: str, c_in: int, c_out: int, k: int, stride: int = 1, dilation: int =
     """A k x k conv with zero padding keeping size // stride (integer padding, never 'same')."""
     pad = dilation * (k - 1) // 2
     if p == "aoc":
-        return AdaptiveOrthoConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias,
-                                   padding_mode="zeros")
+        return AdaptiveOrthoConv2d(
+            c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias, padding_mode="zeros"
+        )
     if p == "spectral":
         return torchlip.SpectralConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
     return nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dilation, bias=bias)

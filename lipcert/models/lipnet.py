@@ -67,14 +67,32 @@ class LipNet(_Base):
         torch.Size([1, 3, 16, 16])
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, preset: str = "S",
-                 widths: Sequence[tuple[int, int]] | None = None, rates: Sequence[int] = (6, 12, 18),
-                 mean=None, std=None, gain: float = 1.0, parametrization: str = "aoc") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        preset: str = "S",
+        widths: Sequence[tuple[int, int]] | None = None,
+        rates: Sequence[int] = (6, 12, 18),
+        mean=None,
+        std=None,
+        gain: float = 1.0,
+        parametrization: str = "aoc",
+    ) -> None:
         super().__init__()
         stages = _stages(preset, widths)
-        config = dict(arch="LipNet", num_classes=num_classes, in_channels=in_channels, preset=preset,
-                      widths=[list(s) for s in stages], rates=list(rates), mean=mean, std=std, gain=gain,
-                      parametrization=parametrization)
+        config = dict(
+            arch="LipNet",
+            num_classes=num_classes,
+            in_channels=in_channels,
+            preset=preset,
+            widths=[list(s) for s in stages],
+            rates=list(rates),
+            mean=mean,
+            std=std,
+            gain=gain,
+            parametrization=parametrization,
+        )
         self._init_common(num_classes, in_channels, mean, std, gain, parametrization, config)
         p = self.parametrization
         layers, c_prev = [], in_channels
@@ -115,15 +133,33 @@ class LipUNet(_Base):
         torch.Size([2, 4, 16, 16])
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, preset: str = "S",
-                 widths: Sequence[tuple[int, int]] | None = None, stem: int | None = None,
-                 mean=None, std=None, gain: float = 1.0, parametrization: str = "aoc") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        preset: str = "S",
+        widths: Sequence[tuple[int, int]] | None = None,
+        stem: int | None = None,
+        mean=None,
+        std=None,
+        gain: float = 1.0,
+        parametrization: str = "aoc",
+    ) -> None:
         super().__init__()
         stages = _stages(preset, widths)
         stem = stem or stages[0][0]
-        config = dict(arch="LipUNet", num_classes=num_classes, in_channels=in_channels, preset=preset,
-                      widths=[list(s) for s in stages], stem=stem, mean=mean, std=std, gain=gain,
-                      parametrization=parametrization)
+        config = dict(
+            arch="LipUNet",
+            num_classes=num_classes,
+            in_channels=in_channels,
+            preset=preset,
+            widths=[list(s) for s in stages],
+            stem=stem,
+            mean=mean,
+            std=std,
+            gain=gain,
+            parametrization=parametrization,
+        )
         self._init_common(num_classes, in_channels, mean, std, gain, parametrization, config)
         p = self.parametrization
         self.space_to_depth = nn.PixelUnshuffle(2)

@@ -57,7 +57,8 @@ class AbstainMetrics:
         iou = iou_from_confusion(self._cm)
         return {
             "certified_pixel_accuracy_micro": float(np.trace(self._cm[:, : self.num_classes]) / total)
-            if total else float("nan"),
+            if total
+            else float("nan"),
             "certified_pixel_accuracy_macro": float(np.nanmean(self._acc)) if self._acc else float("nan"),
             "abstain_rate_micro": float(self._cm[:, -1].sum() / total) if total else float("nan"),
             "abstain_rate_macro": float(np.nanmean(self._abst)) if self._abst else float("nan"),

@@ -67,8 +67,9 @@ def _certify_counts(mode, est, n, tau, alpha, sigma, correction, k, abstain, pix
     return labels, {"sampling": t_sampling, "testing": t1 - t0, "correction": t2 - t1}
 
 
-def segcertify_from_samples(samples, n0: int, tau: float, alpha: float, sigma: float,
-                            correction: str = "holm", abstain: int = -1, k: int = 1) -> SmoothingResult:
+def segcertify_from_samples(
+    samples, n0: int, tau: float, alpha: float, sigma: float, correction: str = "holm", abstain: int = -1, k: int = 1
+) -> SmoothingResult:
     """SegCertify on precomputed base-model label samples.
 
     Args:
@@ -127,15 +128,23 @@ def _sample_counts(model, x, sigma, n_samples, batch_size, generator, k_classes=
                 counts = onehot
             else:
                 if onehot.shape[0] > counts.shape[0]:
-                    counts = torch.cat([counts, torch.zeros(onehot.shape[0] - counts.shape[0], counts.shape[1],
-                                                            dtype=torch.int64)])
+                    counts = torch.cat(
+                        [counts, torch.zeros(onehot.shape[0] - counts.shape[0], counts.shape[1], dtype=torch.int64)]
+                    )
                 counts[: onehot.shape[0]] += onehot
         done += m
     return counts
 
 
-def sample_counts(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n: int, batch_size: int = 32,
-                  generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def sample_counts(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    sigma: float,
+    n0: int,
+    n: int,
+    batch_size: int = 32,
+    generator: torch.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The sampling phase of SegCertify for one image: selected class and estimation counts.
 
     The model must already be in eval mode. The samples do not depend on tau, so one call serves every
@@ -158,21 +167,42 @@ def sample_counts(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int
     return mode.numpy().reshape(hw), est.numpy().reshape(hw), time.perf_counter() - t0
 
 
-def certify_counts(mode: np.ndarray, counts: np.ndarray, n: int, tau: float, alpha: float, sigma: float,
-                   correction: str = "holm", abstain: int = -1, k: int = 1) -> SmoothingResult:
+def certify_counts(
+    mode: np.ndarray,
+    counts: np.ndarray,
+    n: int,
+    tau: float,
+    alpha: float,
+    sigma: float,
+    correction: str = "holm",
+    abstain: int = -1,
+    k: int = 1,
+) -> SmoothingResult:
     """The testing and correction phases of SegCertify on one image's (mode, counts).
 
     Returns:
         :class:`SmoothingResult` with labels of ``mode``'s shape (sampling time 0).
     """
-    labels, timings = _certify_counts(mode.ravel(), counts.ravel(), n, tau, alpha, sigma, correction, k, abstain,
-                                      mode.size, 0.0)
+    labels, timings = _certify_counts(
+        mode.ravel(), counts.ravel(), n, tau, alpha, sigma, correction, k, abstain, mode.size, 0.0
+    )
     return SmoothingResult(labels.reshape(mode.shape), radius(sigma, tau), abstain, timings, 0)
 
 
-def segcertify(model: torch.nn.Module, x: torch.Tensor, sigma: float, n0: int, n: int, tau: float, alpha: float,
-               correction: str = "holm", batch_size: int = 32, generator: torch.Generator | None = None,
-               abstain: int = -1, k: int = 1) -> SmoothingResult:
+def segcertify(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    sigma: float,
+    n0: int,
+    n: int,
+    tau: float,
+    alpha: float,
+    correction: str = "holm",
+    batch_size: int = 32,
+    generator: torch.Generator | None = None,
+    abstain: int = -1,
+    k: int = 1,
+) -> SmoothingResult:
     """SegCertify for any segmentation model, one or several images.
 
     Args:

@@ -27,8 +27,15 @@ def pvalues(counts: np.ndarray, n: int, tau: float) -> np.ndarray:
     return pvalue_table(n, tau)[counts]
 
 
-def reject(counts: np.ndarray, n: int, tau: float, alpha: float, correction: str = "holm", k: int = 1,
-           table: np.ndarray | None = None) -> np.ndarray:
+def reject(
+    counts: np.ndarray,
+    n: int,
+    tau: float,
+    alpha: float,
+    correction: str = "holm",
+    k: int = 1,
+    table: np.ndarray | None = None,
+) -> np.ndarray:
     """Which pixels' null hypotheses are rejected (certified), controlling the FWER (k-FWER) at alpha.
 
     Args:

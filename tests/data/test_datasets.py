@@ -17,8 +17,10 @@ def _cityscapes_tree(root, split="val"):
     raw[0] = [7, 8, 11, 26, 33, 0]  # road sidewalk building car bicycle unlabeled
     raw[1] = [1, 4, 34, 255, 24, 23]  # ego vehicle, static, (unused 34), 255, person, sky
     for city, frame in (("aachen", "000000"), ("bonn", "000001")):
-        _png(root / "leftImg8bit" / split / city / f"{city}_000000_{frame}_leftImg8bit.png",
-             np.full((4, 6, 3), 128, dtype=np.uint8))
+        _png(
+            root / "leftImg8bit" / split / city / f"{city}_000000_{frame}_leftImg8bit.png",
+            np.full((4, 6, 3), 128, dtype=np.uint8),
+        )
         _png(root / "gtFine" / split / city / f"{city}_000000_{frame}_gtFine_labelIds.png", raw)
     return raw
 

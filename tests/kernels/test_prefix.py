@@ -14,13 +14,17 @@ def test_numba_equals_numpy_twin(n, n_groups, seed):
     b = twins.grouped_sorted_prefix(costs, group, n_groups)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)  # identical numbers, not just close
-    for x, y in zip(grouped_sorted_prefix(costs, group, n_groups, 1.0),
-                    twins.grouped_sorted_prefix(costs, group, n_groups, 1.0), strict=True):
+    for x, y in zip(
+        grouped_sorted_prefix(costs, group, n_groups, 1.0),
+        twins.grouped_sorted_prefix(costs, group, n_groups, 1.0),
+        strict=True,
+    ):
         np.testing.assert_array_equal(x, y)
     offsets, values, prefix = a
     thr = np.concatenate([[0.0], rng.exponential(size=4) * 3])
-    np.testing.assert_array_equal(segment_count_leq(offsets, prefix, thr),
-                                  twins.segment_count_leq(offsets, prefix, thr))
+    np.testing.assert_array_equal(
+        segment_count_leq(offsets, prefix, thr), twins.segment_count_leq(offsets, prefix, thr)
+    )
     # the cap changes no count for thresholds <= cap
     cap = float(thr.max())
     co, _, cp = grouped_sorted_prefix(costs, group, n_groups, cap)
@@ -40,8 +44,13 @@ def test_prefix_by_hand():
     assert segment_value_at(offsets, prefix, np.array([[0, 2], [1, 2]])).tolist() == [[0.0, 4.0], [5.0, np.inf]]
 
 
-@given(st.integers(1, 3), st.integers(2, 6), st.integers(1, 30), st.integers(0, 2**31 - 1),
-       st.sampled_from([np.float32, np.float64]))
+@given(
+    st.integers(1, 3),
+    st.integers(2, 6),
+    st.integers(1, 30),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([np.float32, np.float64]),
+)
 def test_top2_margin_equals_numpy_twin(b, k, n, seed, dtype):
     from lipcert.kernels import top2_margin
 
@@ -56,8 +65,9 @@ def test_top2_margin_equals_numpy_twin(b, k, n, seed, dtype):
     assert top2_margin(logits)[2] is False and twins.top2_margin(logits)[2] is False
 
 
-@given(st.integers(1, 3), st.integers(2, 5), st.integers(1, 30), st.integers(0, 2**31 - 1), st.booleans(),
-       st.booleans())
+@given(
+    st.integers(1, 3), st.integers(2, 5), st.integers(1, 30), st.integers(0, 2**31 - 1), st.booleans(), st.booleans()
+)
 def test_unit_groups_equals_numpy_twin(b, k, n, seed, per_class, correct_only):
     from lipcert.kernels import unit_groups
 

@@ -72,8 +72,9 @@ def test_reference_counter_example_pooled_iou():
     assert ratio == 105 / 110 and choice.tolist() == [0, 2]
 
 
-@given(st.lists(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=4), min_size=1,
-                max_size=4))
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=4), min_size=1, max_size=4)
+)
 def test_dinkelbach_equals_enumeration(images):
     num = np.array([n for img in images for n, _ in img])
     den = np.array([d for img in images for _, d in img])

@@ -113,7 +113,7 @@ def test_tau_ceiling_and_small_n_raise():
         segcertify(_Recorder(), x, 0.25, 5, 5, 0.6, 0.001)
     assert tau_for_radius(0.0, 0.3) == 0.5
     n = min_samples(0.9, 64, 0.01)
-    assert 0.9 ** n <= 0.01 / 64 < 0.9 ** (n - 1)
+    assert 0.9**n <= 0.01 / 64 < 0.9 ** (n - 1)
 
 
 def test_abstain_metrics_macro_micro():
