@@ -32,7 +32,8 @@ def markdown(res: dict) -> str:
     for j, e in enumerate(eps):
         fg = lip["certified_foreground_recall_micro"]
         lines.append(
-            f"| {e:g} | Lipschitz (1 forward pass, exact joint) | {_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
+            f"| {e:g} | Lipschitz (1 forward pass, exact joint) | "
+            f"{_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
             f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
             f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
             f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound) | {_f(fg[j]) if fg else 'n/a'} |"
