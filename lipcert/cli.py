@@ -40,6 +40,81 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certify(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import CertifiedMetric, certified_radius, lipschitz_bound
+
+    model = _load_model(args.model)
+    dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    L = args.lipschitz if args.lipschitz is not None else lipschitz_bound(model, tuple(dataset[0][0].shape))
+    source = "declared" if args.lipschitz is not None else "computed"
+    ignore = getattr(dataset, "ignore_index", 255)
+    accs = {
+        (m, avg): CertifiedMetric(m, args.eps, lipschitz=L, ignore_index=ignore, average=avg)
+        for m in args.metric
+        for avg in ("macro", "micro")
+    }
+    q2 = {m: [] for m in args.metric if m in ("pixel_accuracy", "stability", "recall", "fnr")} if args.level else {}
+    for start in tqdm(range(0, n, args.batch_size), desc="batches", disable=args.no_progress):
+        items = [dataset[i] for i in range(start, min(n, start + args.batch_size))]
+        x, y = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+        with torch.no_grad():
+            logits = model(x)
+        for acc in accs.values():
+            acc.update(logits, y)
+        for m in q2:
+            q2[m].append(certified_radius(logits, m, y, lipschitz=L, level=args.level, ignore_index=ignore))
+    print(f"{args.model} on {args.dataset} ({n} images), L = {L:.6f} ({source})")
+    rows, out = (
+        [],
+        {
+            "model": args.model,
+            "dataset": args.dataset,
+            "n_images": n,
+            "lipschitz": L,
+            "lipschitz_source": source,
+            "eps": list(args.eps),
+            "metrics": {},
+            "q2": {},
+        },
+    )
+    for (m, avg), acc in accs.items():
+        cert = acc.compute()
+        worst = np.asarray(cert.worst)
+        summary = worst if worst.ndim == 1 else np.nanmean(worst, axis=1)
+        label = f"{m} ({avg}{', mean over classes' if worst.ndim > 1 else ''}; {cert.status})"
+        print(
+            f"| {label} | clean {np.nanmean(cert.clean):.4f} | "
+            + " | ".join(f"eps={e:g}: {v:.4f}" for e, v in zip(args.eps, summary, strict=True))
+            + " |"
+        )
+        out["metrics"][f"{m}_{avg}"] = cert.to_dict()
+        rows += [[m, avg, e, float(v)] for e, v in zip(args.eps, summary, strict=True)]
+    for m, parts in q2.items():
+        radii = np.concatenate(parts)  # (N, Lv) or (N, Lv, K)
+        flat = radii if radii.ndim == 2 else np.nanmedian(radii, axis=2)
+        med = np.nanmedian(np.where(np.isinf(flat), np.nan, flat), axis=0)
+        print(
+            f"Q2 {m}: median certified radius over images at level "
+            + ", ".join(f"{lv:g}: {r:.4f}" for lv, r in zip(args.level, med, strict=True))
+        )
+        out["q2"][m] = {"levels": list(args.level), "median_radius": med.tolist()}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "certify.json").write_text(json.dumps(out, indent=2, default=float))
+    with open(Path(args.out, "certify.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([["metric", "average", "eps", "worst"], *rows])
+    print(f"files: {Path(args.out, 'certify.json')}, {Path(args.out, 'certify.csv')}")
+    return 0
+
+
 def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
@@ -137,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="Lipschitz certificate vs SegCertify on a dataset")
     _add_compare_args(cmp_, limit=None)
     cmp_.set_defaults(func=_compare)
+    ce = sub.add_parser("certify", help="certify a model on a dataset split (every metric macro and micro)")
+    ce.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
+    ce.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
+    ce.add_argument("--root", default=None)
+    ce.add_argument("--size", type=int, default=64)
+    ce.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    ce.add_argument(
+        "--metric",
+        nargs="+",
+        default=["pixel_accuracy", "miou"],
+        choices=["pixel_accuracy", "stability", "recall", "fnr", "iou", "miou"],
+    )
+    ce.add_argument("--level", type=float, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
+    ce.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
+    ce.add_argument("--limit", type=int, default=None)
+    ce.add_argument("--batch-size", type=int, default=16)
+    ce.add_argument("--seed", type=int, default=0)
+    ce.add_argument("--out", default="lipcert_out")
+    ce.add_argument("--no-progress", action="store_true")
+    ce.set_defaults(func=_certify)
     tr = sub.add_parser("train", help="train a model from a named recipe")
     tr.add_argument("--recipe", required=True, help="e.g. digits-lipunet, digits-twin-sigma025")
     tr.add_argument("--out", required=True, help="checkpoint path (.pt)")

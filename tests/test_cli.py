@@ -1,0 +1,112 @@
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lipcert.cli import main
+from lipcert.models import LipUNet, load_checkpoint
+from lipcert.train import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    common = dict(num_classes=11, in_channels=3, widths=[(8, 1), (16, 1)], stem=8)
+    lip = LipUNet(**common, gain=8.0)
+    twin = LipUNet(**common, parametrization="plain")
+    save_checkpoint(str(d / "lip.pt"), lip, {"note": "untrained"})
+    save_checkpoint(str(d / "twin.pt"), twin.eval(), {"note": "untrained"})
+    return SimpleNamespace(dir=d, lip=lip.eval())  # the parametrised original, for the round-trip test
+
+
+@pytest.mark.slow
+def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            "--lip",
+            str(tiny_models.dir / "lip.pt"),
+            "--twin",
+            str(tiny_models.dir / "twin.pt"),
+            "--limit",
+            "2",
+            "--size",
+            "32",
+            "--eps",
+            "0.05",
+            "0.5",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "2",
+            "--n",
+            "20",
+            "--alpha",
+            "0.1",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "(macro)" in text and "(micro)" in text and "unreachable" in text
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["ratios"]) >= {"overhead", "speedup_vs_segcertify", "curve_64_vs_1"}
+    assert res["n_images"] == 2 and res["segcertify"][0]["forward_passes_per_image"] == 22
+    rows = res["segcertify"][0]["results"]
+    assert rows[0]["reachable"] and not rows[1]["reachable"]
+    assert (out / "results.csv").read_text().startswith("method,setting,eps,metric,average,value")
+    assert (out / "comparison.png").stat().st_size > 0
+    lip = res["lipschitz"]
+    joint, per_pixel = (
+        lip["certified_pixel_accuracy_joint"]["macro"],
+        lip["certified_pixel_accuracy_per_pixel"]["macro"],
+    )
+    assert all(j >= p for j, p in zip(joint, per_pixel, strict=True))
+    assert lip["lipschitz"] <= 8.0 * (1 + 1e-4)
+
+
+@pytest.mark.slow
+def test_certify_cli_prints_macro_and_micro_and_q2(tiny_models, tmp_path, capsys):
+    code = main(
+        [
+            "certify",
+            "--model",
+            str(tiny_models.dir / "lip.pt"),
+            "--dataset",
+            "digits",
+            "--size",
+            "32",
+            "--limit",
+            "3",
+            "--metric",
+            "pixel_accuracy",
+            "fnr",
+            "--level",
+            "0.5",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "pixel_accuracy (macro" in text and "pixel_accuracy (micro" in text and "Q2 pixel_accuracy" in text
+    data = json.loads((tmp_path / "certify.json").read_text())
+    assert data["lipschitz_source"] == "computed" and data["n_images"] == 3
+
+
+def test_checkpoint_round_trip_matches_the_parametrised_model(tiny_models):
+    model = load_checkpoint(tiny_models.dir / "lip.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), tiny_models.lip(x).numpy(), atol=1e-5)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
+    assert model.config["arch"] == "LipUNet" and model.meta == {"note": "untrained"}
