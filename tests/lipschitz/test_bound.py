@@ -1,0 +1,154 @@
+import math
+
+import pytest
+import torch
+from deel import torchlip
+from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d, AdaptiveOrthoConvTranspose2d
+from torch import nn
+
+from lipcert import LipschitzBoundError, lipschitz_bound, lipschitz_lower_bound
+from lipcert.models import InputNormalization, LipNet, LipUNet, export_plain
+
+torch.manual_seed(0)
+
+
+def _conv(**kw):
+    c = nn.Conv2d(4, 6, bias=False, **kw)
+    with torch.no_grad():
+        c.weight.normal_()
+    return c
+
+
+LAYERS = {
+    "conv3_zeros": lambda: _conv(kernel_size=3, padding=1),
+    "conv3_circular": lambda: _conv(kernel_size=3, padding=1, padding_mode="circular"),
+    "conv3_replicate1": lambda: _conv(kernel_size=3, padding=1, padding_mode="replicate"),
+    "conv3_stride2": lambda: _conv(kernel_size=3, stride=2, padding=1),
+    "conv3_dilated": lambda: _conv(kernel_size=3, padding=2, dilation=2),
+    "conv3_dilated_stride2": lambda: _conv(kernel_size=3, stride=2, padding=2, dilation=2),
+    "conv2_groups": lambda: nn.Conv2d(4, 6, 2, groups=2, bias=False),
+    "conv_t2": lambda: nn.ConvTranspose2d(4, 6, 2, stride=2, bias=False),
+    "conv_t3": lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, bias=False),
+    "conv_t4": lambda: nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, bias=False),
+    "aoc3": lambda: AdaptiveOrthoConv2d(4, 8, 3, padding=1, padding_mode="zeros", bias=False),
+    "aoc3_s2": lambda: AdaptiveOrthoConv2d(4, 16, 3, stride=2, padding=1, padding_mode="zeros", bias=False),
+    "aoc_t2": lambda: AdaptiveOrthoConvTranspose2d(4, 2, 2, stride=2, bias=False),
+    "spectral3": lambda: torchlip.SpectralConv2d(4, 6, 3, padding=1),
+    "batchnorm": lambda: _bn(),
+    "avgpool": lambda: nn.AvgPool2d(2),
+    "avgpool_overlap": lambda: nn.AvgPool2d(3, stride=1, padding=1),
+    "maxpool_overlap": lambda: nn.MaxPool2d(3, stride=1, padding=1),
+    "upsample": lambda: nn.Upsample(scale_factor=2, mode="nearest"),
+    "normalization": lambda: InputNormalization([0.5] * 4, [0.2, 0.3, 0.4, 0.5], gain=2.0),
+    "linear": lambda: nn.Linear(8, 5, bias=False),
+}
+
+
+def _bn():
+    bn = nn.BatchNorm2d(4)
+    bn.running_var = torch.tensor([0.5, 2.0, 0.1, 1.0])
+    bn.weight.data = torch.tensor([1.0, -3.0, 0.5, 1.0])
+    return bn.eval()
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("size", [8, 13])
+def test_layer_bound_is_above_the_true_operator_norm(name, size):
+    layer = LAYERS[name]().eval()
+    if name == "aoc3_s2" and size % 2:
+        size += 1
+    shape = (4, size, 8 if name == "linear" else size)
+    x = torch.rand(2, *shape)
+    upper = lipschitz_bound(layer, shape)
+    lower = lipschitz_lower_bound(layer, x, n_iter=60, n_random=2)
+    assert lower <= upper
+    assert lipschitz_bound(layer) >= lower  # the size-independent bound is an upper bound too
+
+
+@pytest.mark.parametrize("name", ["conv3_zeros", "conv3_stride2", "conv_t2", "aoc3", "aoc_t2", "linear"])
+def test_fourier_bound_is_tight(name):
+    layer = LAYERS[name]().eval()
+    shape = (4, 16, 8 if name == "linear" else 16)
+    upper = lipschitz_bound(layer, shape)
+    lower = lipschitz_lower_bound(layer, torch.rand(1, *shape), n_iter=200, n_random=0)
+    assert upper <= 1.15 * lower
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(2, 2, 5, padding=2, padding_mode="replicate"),
+        nn.GELU(),
+        nn.BatchNorm2d(2, track_running_stats=False),
+        nn.Upsample(scale_factor=2, mode="bilinear"),
+    ],
+)
+def test_unsafe_or_unknown_layers_are_refused(layer):
+    with pytest.raises(LipschitzBoundError):
+        lipschitz_bound(nn.Sequential(layer), (2, 8, 8))
+
+
+def test_unknown_operations_are_listed():
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x + torch.sin(x)
+
+    with pytest.raises(LipschitzBoundError, match="mul|sin"):
+        lipschitz_bound(Square(), (1, 4, 4))
+
+    class HandNorm(nn.Module):  # normalisation by a stored tensor: the factor is not seen, so refuse
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("std", torch.tensor([0.2]).view(1, 1, 1, 1))
+
+        def forward(self, x):
+            return x / self.std
+
+    with pytest.raises(LipschitzBoundError, match="truediv|div"):
+        lipschitz_bound(HandNorm(), (1, 4, 4))
+
+
+def test_graph_rules_sum_concat_and_scale():
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 1, bias=False)
+            self.b = nn.Conv2d(1, 1, 1, bias=False)
+            self.a.weight.data.fill_(3.0)
+            self.b.weight.data.fill_(4.0)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), self.b(x)], 1) * 0.5 + self.a(x)
+
+    # concat: sqrt(9 + 16) = 5, times 0.5, plus 3 (broadcast sum over channels is an add of bounds)
+    assert lipschitz_bound(Graph(), (1, 4, 4)) == pytest.approx(2.5 + 3.0, rel=1e-5)
+
+
+def test_normalisation_is_counted_and_a_model_assumed_1_lipschitz_is_caught():
+    net = LipUNet(3, in_channels=3, widths=[(8, 1), (16, 1)], stem=8, std=[0.25, 0.25, 0.25]).eval()
+    upper = lipschitz_bound(net, (3, 16, 16))
+    assert upper == pytest.approx(4.0, rel=1e-3)  # 1 / min(std), everything else orthogonal
+    lower = lipschitz_lower_bound(net, torch.rand(2, 3, 16, 16))
+    assert 1.0 < lower <= upper  # assuming L = 1 (the reference code's mistake) would be unsound
+
+
+@pytest.mark.parametrize("arch", ["LipNet", "LipUNet"])
+@pytest.mark.parametrize("parametrization", ["aoc", "spectral"])
+def test_models_are_1_lipschitz_by_construction_and_export_is_identical(arch, parametrization):
+    cls = LipNet if arch == "LipNet" else LipUNet
+    kw = dict(rates=(2,)) if arch == "LipNet" else dict(stem=8)
+    net = cls(5, widths=[(8, 1), (16, 1)], parametrization=parametrization, **kw).eval()
+    x = torch.rand(2, 3, 16, 16)
+    exported = export_plain(net)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), net(x), atol=1e-5, rtol=1e-5)
+    upper = lipschitz_bound(exported, (3, 16, 16))
+    assert upper <= 1.0 + 1e-3
+    assert lipschitz_lower_bound(exported, x) <= upper
+
+
+def test_plain_twin_has_a_computed_not_assumed_bound():
+    twin = LipUNet(5, widths=[(8, 1), (16, 1)], stem=8, parametrization="plain").eval()
+    upper = lipschitz_bound(twin, (3, 16, 16))
+    assert math.isfinite(upper) and upper >= lipschitz_lower_bound(twin, torch.rand(1, 3, 16, 16))
