@@ -14,7 +14,8 @@ Two bounds are computed for a convolution and the smaller one is used; both are 
    circular one. A circular strided convolution is block-diagonalised by the DFT: for each output
    frequency f', the block is ``(s_h s_w)^(-1/2) [W(f' + q N / s)]_q`` (the s_h s_w aliased input
    frequencies side by side), and the operator norm is the largest singular value over all blocks,
-   computed exactly by LAPACK in float64. A transposed convolution is the adjoint of a strided valid
+   bounded from above per block in float64 (shifted-Frobenius and Gram-iteration bounds on the Gram
+   matrix, exact for orthogonal blocks). A transposed convolution is the adjoint of a strided valid
    convolution (same norm), followed by a crop. This bound is tight for orthogonal (AOC) convolutions,
    where the receptive-field bound overshoots by up to ``sqrt(k_h k_w)``.
 """
@@ -61,8 +62,58 @@ def receptive_field_bound(weight: torch.Tensor, stride, dilation) -> float:
     return mat_norm * math.sqrt(count)
 
 
+def _shifted_frobenius_bound(gram: torch.Tensor) -> torch.Tensor:
+    """``lambda_max(B) <= rho + ||B - rho I||_F`` for Hermitian B (rho = trace / n): exact when B = rho I.
+
+    (``||B - rho I||_2 <= ||B - rho I||_F`` and ``lambda_max(B) = rho + lambda_max(B - rho I)``.)
+    """
+    n = gram.shape[-1]
+    rho = torch.diagonal(gram, dim1=-2, dim2=-1).real.sum(-1) / n
+    eye = torch.eye(n, dtype=gram.dtype)
+    return rho + torch.linalg.matrix_norm(gram - rho[:, None, None] * eye, ord="fro")
+
+
+def _tap_offsets(kh: int, kw: int, dh: int, dw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.arange(kh).repeat_interleave(kw) * dh, torch.arange(kw).repeat(kh) * dw)
+
+
+def _autocorrelation(taps: torch.Tensor, ti: torch.Tensor, tj: torch.Tensor, adjoint: bool):
+    """Coefficients of the Gram symbol: ``W(f) W(f)^H = sum_D A_D e^{-i f.D}`` with
+    ``A_D = sum_{t - u = D} W_t W_u^T`` (or ``W^H W`` with ``W_t^T W_u`` and the conjugate phase)."""
+    coeffs: dict[tuple[int, int], torch.Tensor] = {}
+    for t in range(taps.shape[0]):
+        for u in range(taps.shape[0]):
+            d = (int(ti[t] - ti[u]), int(tj[t] - tj[u]))
+            term = taps[t].T @ taps[u] if adjoint else taps[t] @ taps[u].T
+            coeffs[d] = coeffs[d] + term if d in coeffs else term
+    keys = sorted(coeffs)
+    di = torch.tensor([k[0] for k in keys], dtype=torch.float64)
+    dj = torch.tensor([k[1] for k in keys], dtype=torch.float64)
+    return di, dj, torch.stack([coeffs[k] for k in keys]).to(torch.complex128)
+
+
+def _gram_blocks(fh, fw, parts, sign: float) -> torch.Tensor:
+    """Gram matrices (F, n, n) of the blocks at output frequencies (fh, fw): the mean over aliases of the
+    stride-1 Gram symbol, evaluated from its autocorrelation coefficients."""
+    total = None
+    for oh, ow, nh, nw, di, dj, coef in parts:
+        phase = torch.exp(sign * -2j * math.pi * ((fh + oh)[:, None] * di / nh + (fw + ow)[:, None] * dj / nw))
+        g = torch.einsum("fd,dab->fab", phase, coef)
+        total = g if total is None else total + g
+    return total / len(parts)
+
+
 def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float:
-    """Exact operator norm of the circular, strided convolution with this dense kernel on a grid.
+    """Guaranteed upper bound on the operator norm of the circular, strided convolution on a grid.
+
+    The DFT block-diagonalises it: for each output frequency f' the block is
+    ``M(f') = (s_h s_w)^(-1/2) [W(f' + q N / s)]_q``; the norm is ``max_f' sigma_max(M(f'))``. When
+    C_out <= C_in s_h s_w, ``M M^H`` is the mean over the aliases q of the stride-1 Gram symbol
+    ``W(f) W(f)^H``, a trigonometric polynomial whose coefficients (the kernel's autocorrelation) are
+    computed once; for stride 1 and C_out > C_in, ``W^H W`` likewise. Its largest eigenvalue is bounded per
+    block by the shifted-Frobenius bound (exact for orthogonal blocks), and blocks are refined with exact
+    Hermitian eigenvalues (LAPACK), largest bound first, until no unrefined bound exceeds the largest
+    exact value (branch and bound). Frequencies -f' give conjugate blocks: half of them suffice.
 
     Args:
         weight: (C_out, C_in, kh, kw) dense kernel (groups already expanded).
@@ -74,27 +125,60 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
     (sh, sw), (dh, dw), (nh, nw) = stride, dilation, grid
     if nh % sh or nw % sw:
         raise LipschitzBoundError(f"Fourier bound needs a grid divisible by the stride, got {grid} / {stride}.")
-    taps = w.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in).to(torch.complex128)
-    ti = torch.arange(kh, dtype=torch.float64).repeat_interleave(kw) * dh
-    tj = torch.arange(kw, dtype=torch.float64).repeat(kh) * dw
+    n_alias = sh * sw
+    if c_out > c_in * n_alias and n_alias > 1:
+        # a strided isometry (rare: few input channels): evaluate M^H M from the blocks themselves
+        return _explicit_strided_norm(w, stride, dilation, grid)
+    taps = w.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
+    ti, tj = _tap_offsets(kh, kw, dh, dw)
+    adjoint = n_alias == 1 and c_out > c_in  # W^H W is only used without stride
+    di, dj, coef = _autocorrelation(taps, ti, tj, adjoint)
     mh, mw = nh // sh, nw // sw
-    fo_h, fo_w = torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")
+    parts = [(qh * mh, qw * mw, nh, nw, di, dj, coef) for qh in range(sh) for qw in range(sw)]
+    sign = -1.0 if adjoint else 1.0
+    fo_h, fo_w = torch.meshgrid(torch.arange(mh // 2 + 1), torch.arange(mw), indexing="ij")
     fo_h, fo_w = fo_h.reshape(-1).double(), fo_w.reshape(-1).double()
-    per_freq = c_out * c_in * sh * sw * 16 * 3
-    chunk = max(1, _CHUNK_BYTES // per_freq)
+    side = coef.shape[-1]
+    chunk = max(1, _CHUNK_BYTES // (16 * side * side * 3))
+    cheap = torch.cat(
+        [
+            _shifted_frobenius_bound(_gram_blocks(fo_h[s : s + chunk], fo_w[s : s + chunk], parts, sign))
+            for s in range(0, fo_h.numel(), chunk)
+        ]
+    )
+    exact_best = 0.0
+    for i in torch.argsort(cheap, descending=True).tolist():
+        if cheap[i].item() <= exact_best:
+            break  # every remaining block's bound is below an exact value already found
+        gram = _gram_blocks(fo_h[i : i + 1], fo_w[i : i + 1], parts, sign)[0]
+        exact_best = max(exact_best, torch.linalg.eigvalsh(gram)[-1].item())
+    return math.sqrt(max(exact_best, 0.0))
+
+
+def _explicit_strided_norm(w: torch.Tensor, stride, dilation, grid) -> float:
+    c_out, c_in, kh, kw = w.shape
+    (sh, sw), (dh, dw), (nh, nw) = stride, dilation, grid
+    taps = w.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in).to(torch.complex128)
+    ti, tj = (t.double() for t in _tap_offsets(kh, kw, dh, dw))
+    mh, mw = nh // sh, nw // sw
+    fo_h, fo_w = torch.meshgrid(torch.arange(mh // 2 + 1), torch.arange(mw), indexing="ij")
+    fo_h, fo_w = fo_h.reshape(-1).double(), fo_w.reshape(-1).double()
+    chunk = max(1, _CHUNK_BYTES // (16 * c_out * c_in * sh * sw * 3))
     best = 0.0
-    for start in range(0, fo_h.numel(), chunk):
-        fh, fw = fo_h[start : start + chunk], fo_w[start : start + chunk]
-        blocks = []
-        for qh in range(sh):
-            for qw in range(sw):
-                ph = (fh + qh * mh)[:, None] * ti[None, :] / nh
-                pw = (fw + qw * mw)[:, None] * tj[None, :] / nw
-                phase = torch.exp(-2j * math.pi * (ph + pw))  # (F, taps)
-                blocks.append(torch.einsum("ft,toi->foi", phase, taps))
+    for s in range(0, fo_h.numel(), chunk):
+        fh, fw = fo_h[s : s + chunk], fo_w[s : s + chunk]
+        blocks = [
+            torch.einsum(
+                "ft,toi->foi",
+                torch.exp(-2j * math.pi * (((fh + qh * mh)[:, None] * ti) / nh + ((fw + qw * mw)[:, None] * tj) / nw)),
+                taps,
+            )
+            for qh in range(sh)
+            for qw in range(sw)
+        ]
         mat = torch.cat(blocks, dim=2) / math.sqrt(sh * sw)
-        best = max(best, torch.linalg.svdvals(mat)[:, 0].max().item())
-    return best
+        best = max(best, torch.linalg.eigvalsh(mat.mH @ mat)[..., -1].max().item())
+    return math.sqrt(max(best, 0.0))
 
 
 def _check_padding(mode: str, pads) -> None:

@@ -29,8 +29,14 @@ def test_export_after_a_training_step_and_build_from_config():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(preset="XL"), dict(widths=[(7, 1)]), dict(widths=[(8, 0)]), dict(parametrization="bjorck"),
-     dict(mean=[0.5], std=[1.0]), dict(std=[0.0, 1.0, 1.0])],
+    [
+        dict(preset="XL"),
+        dict(widths=[(7, 1)]),
+        dict(widths=[(8, 0)]),
+        dict(parametrization="bjorck"),
+        dict(mean=[0.5], std=[1.0]),
+        dict(std=[0.0, 1.0, 1.0]),
+    ],
 )
 def test_bad_configurations_raise(kwargs):
     with pytest.raises(LipcertError):

@@ -1,0 +1,71 @@
+"""Benchmark of the architectures: forward time, bound time and the upper/lower Lipschitz ratio.
+
+Run: ``.venv/bin/python benchmarks/bench_models.py [--height 512 --width 1024] [--ratio-size 64 128]``.
+Prints a markdown table (a benchmark, not a timed test). The ratio upper / lower compares the
+guaranteed bound with the best realised ratio ||f(a) - f(b)|| / ||a - b|| found (power iteration on the
+Jacobian + random directions, over several inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from lipcert import lipschitz_bound, lipschitz_lower_bound
+from lipcert.models import LipNet, LipUNet, export_plain
+
+ARCHS = {
+    "LipNet-S": lambda: LipNet(19, preset="S"),
+    "LipNet-M1": lambda: LipNet(19, preset="M1"),
+    "LipUNet-S": lambda: LipUNet(19, preset="S"),
+}
+
+
+def _time(model, x, repeats):
+    with torch.no_grad():
+        model(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) / x.shape[0]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--ratio-size", type=int, nargs=2, default=[64, 128])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}")
+    print("| model | batch | s/image parametrised | s/image exported | lipschitz_bound s | upper bound | "
+          f"lower bound ({args.ratio_size[0]}x{args.ratio_size[1]}) | upper / lower |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.archs:
+        net = ARCHS[name]().eval()
+        exported = export_plain(net)
+        t0 = time.perf_counter()
+        upper = lipschitz_bound(exported, (3, args.height, args.width))
+        t_bound = time.perf_counter() - t0
+        h, w = args.ratio_size
+        lower = lipschitz_lower_bound(exported, torch.rand(3, 3, h, w), n_iter=40, n_random=4)
+        upper_small = lipschitz_bound(exported, (3, h, w))
+        for b in args.batches:
+            x = torch.rand(b, 3, args.height, args.width)
+            tp, te = _time(net, x, args.repeats), _time(exported, x, args.repeats)
+            print(f"| {name} | {b} | {tp:.3f} | {te:.3f} | {t_bound:.1f} | {upper:.6f} | {lower:.4f} | "
+                  f"{upper_small / lower:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
