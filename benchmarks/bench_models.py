@@ -46,10 +46,14 @@ def main(argv=None) -> None:
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    print(f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}")
-    print("| model | batch | s/image parametrised | s/image exported | lipschitz_bound s | upper bound | "
-          f"lower bound ({args.ratio_size[0]}x{args.ratio_size[1]}) | upper / lower |")
+    print(
+        f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}"
+    )
+    print(
+        "| model | batch | s/image parametrised | s/image exported | lipschitz_bound s | upper bound | "
+        f"lower bound ({args.ratio_size[0]}x{args.ratio_size[1]}) | upper / lower |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.archs:
         net = ARCHS[name]().eval()
@@ -63,8 +67,10 @@ def main(argv=None) -> None:
         for b in args.batches:
             x = torch.rand(b, 3, args.height, args.width)
             tp, te = _time(net, x, args.repeats), _time(exported, x, args.repeats)
-            print(f"| {name} | {b} | {tp:.3f} | {te:.3f} | {t_bound:.1f} | {upper:.6f} | {lower:.4f} | "
-                  f"{upper_small / lower:.3f} |")
+            print(
+                f"| {name} | {b} | {tp:.3f} | {te:.3f} | {t_bound:.1f} | {upper:.6f} | {lower:.4f} | "
+                f"{upper_small / lower:.3f} |"
+            )
 
 
 if __name__ == "__main__":

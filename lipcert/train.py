@@ -131,6 +131,31 @@ def evaluate(
     return out
 
 
+def recalibrate_centering(model: nn.Module, dataset, *, n_images: int = 1024, batch_size: int = 32) -> nn.Module:
+    """Re-estimate every BatchCentering mean from data with the final weights (in place).
+
+    deel-torchlip's BatchCentering keeps a running average of batch means accumulated while the weights
+    were still moving, so after training it is stale. Here only the centering layers run in training
+    mode (no gradient, every other layer in eval mode) over ``n_images`` training images, then the model
+    returns to eval mode with the fresh means. Centering is a shift, so the Lipschitz bound is unchanged.
+
+    Returns:
+        The model, in eval mode.
+    """
+    model.eval()
+    centering = [m for m in model.modules() if isinstance(m, torchlip.BatchCentering)]
+    if not centering:
+        return model
+    for m in centering:
+        m.reset_states()
+        m.train()
+    n = min(n_images, len(dataset))
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            model(torch.stack([dataset[i][0] for i in range(start, min(n, start + batch_size))]))
+    return model.eval()
+
+
 def save_checkpoint(path: str, model: nn.Module, meta: dict) -> None:
     """Save the exported (frozen) weights + the model config + training metadata.
 
@@ -158,6 +183,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     meta: dict | None = None,
+    stop_after: int | None = None,
 ) -> dict:
     """Train a segmentation model with AdamW + cosine schedule; returns the history.
 
@@ -171,6 +197,7 @@ def train(
         resume: continue from ``out + ".state"`` when it exists.
         progress: show tqdm progress bars with loss and pixel accuracy.
         meta: extra metadata stored in the checkpoint.
+        stop_after: stop (resumably, without the final checkpoint) after this epoch, e.g. to split a long run.
 
     Returns:
         dict with ``history`` (per-epoch loss / accuracy / evaluations), ``seconds``.
@@ -204,6 +231,10 @@ def train(
         history, start_epoch = state["history"], state["epoch"]
         t0 -= state["seconds"]
     gen = torch.Generator().manual_seed(cfg.seed)
+    if start_epoch and "noise_rng" in state:
+        gen.set_state(state["noise_rng"])
+    if resume and state_path and os.path.exists(state_path) and "noise_rng" in state:
+        gen.set_state(state["noise_rng"])
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
@@ -266,9 +297,12 @@ def train(
                     "history": history,
                     "epoch": epoch + 1,
                     "seconds": time.time() - t0,
+                    "noise_rng": gen.get_state(),
                 },
                 state_path,
             )
+        if stop_after is not None and epoch + 1 >= stop_after:
+            return {"history": history, "seconds": time.time() - t0}
     seconds = time.time() - t0
     if out is not None:
         model.train()
@@ -277,7 +311,7 @@ def train(
                 m.eval()
         with torch.no_grad():  # refresh eval-mode caches of parametrisations from the final weights
             model(torch.stack([train_set[i][0] for i in range(min(2, len(train_set)))]))
-        model.eval()
+        recalibrate_centering(model, train_set)
         save_checkpoint(
             out, model, {"train_config": asdict(cfg), "history": history, "seconds": seconds, **(meta or {})}
         )

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from deel import torchlip
+
+from lipcert import LipcertError, lipschitz_bound
+from lipcert.data import DigitScenes
+from lipcert.models import LipUNet, load_checkpoint
+from lipcert.train import TrainConfig, evaluate, recalibrate_centering, train
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return DigitScenes("train", size=32, n=16, seed=1)
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    return LipUNet(11, widths=[(8, 1), (16, 1)], stem=8, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["tau_ce", "hkr"])
+def test_short_training_reduces_the_loss_and_checkpoints_round_trip(scenes, tmp_path, loss):
+    net = _net(gain=8.0)
+    cfg = TrainConfig(
+        epochs=6, batch_size=8, lr=3e-3, loss=loss, tau=8.0, class_weights=[0.1] + [1.0] * 10, eval_every=0, seed=0
+    )
+    res = train(net, scenes, cfg, out=str(tmp_path / "m.pt"), progress=False, meta={"test": True})
+    losses = [h["loss"] for h in res["history"]]
+    assert losses[-1] < losses[0]
+    model = load_checkpoint(tmp_path / "m.pt")
+    assert model.meta["test"] is True and model.meta["train_config"]["loss"] == loss
+    assert lipschitz_bound(model, (3, 32, 32)) == pytest.approx(8.0, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_training_is_resumable_and_seeded(scenes, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=8, eval_every=0, seed=3, noise_sigma=0.1)
+    a = train(_net(), scenes, cfg, out=str(tmp_path / "a.pt"), progress=False)
+    train(_net(), scenes, cfg, out=str(tmp_path / "b.pt"), progress=False, stop_after=1)  # interrupted
+    b = train(_net(), scenes, cfg, out=str(tmp_path / "b.pt"), progress=False, resume=True)
+    assert len(b["history"]) == 2
+    np.testing.assert_allclose(a["history"][-1]["loss"], b["history"][-1]["loss"], rtol=1e-4)
+
+
+def test_noise_augmented_twin_and_evaluation(scenes):
+    twin = _net(parametrization="plain")
+    cfg = TrainConfig(epochs=1, batch_size=8, tau=1.0, noise_sigma=0.25, eval_every=1, seed=0)
+    res = train(twin, scenes, cfg, eval_set=DigitScenes("test", size=32, n=4), progress=False)
+    ev = res["history"][-1]["eval"]
+    assert 0.0 <= ev["pixel_accuracy_micro"] <= 1.0 and "certified_pixel_accuracy_macro" not in ev
+
+
+def test_recalibrated_centering_equals_the_data_mean(scenes):
+    net = _net().eval()
+    recalibrate_centering(net, scenes, n_images=16, batch_size=16)
+    first = next(m for m in net.modules() if isinstance(m, torchlip.BatchCentering))
+    seen = []
+    hook = first.register_forward_pre_hook(lambda mod, args: seen.append(args[0].mean((0, 2, 3))))
+    with torch.no_grad():
+        net(torch.stack([scenes[i][0] for i in range(16)]))
+    hook.remove()
+    torch.testing.assert_close(first._get_mean(training=False), seen[0], atol=1e-5, rtol=1e-4)
+    assert not net.training
+
+
+def test_unknown_loss_is_refused(scenes):
+    with pytest.raises(LipcertError):
+        train(_net(), scenes, TrainConfig(epochs=1, loss="dice", eval_every=0), progress=False)
+
+
+def test_evaluate_reports_pooled_miou(scenes):
+    ev = evaluate(_net(gain=8.0).eval(), scenes, eps=0.1, limit=4)
+    assert set(ev) >= {"pixel_accuracy_micro", "miou_pooled", "certified_pixel_accuracy_macro", "lipschitz"}
