@@ -10,6 +10,8 @@ from .certify import METRICS, certified_radius, certify, certify_logits
 from .costs import flip_costs, margins, pixel_radius, targeted_costs
 from .errors import LipcertError, LipcertWarning, LipschitzBoundError, SolverError
 from .lipschitz import lipschitz_bound, lipschitz_lower_bound
+from .metrics.joint import joint_miou
+from .metrics.weighted import certify_weighted
 
 __all__ = [
     "METRICS",
@@ -22,6 +24,8 @@ __all__ = [
     "certified_radius",
     "certify",
     "certify_logits",
+    "certify_weighted",
+    "joint_miou",
     "flip_costs",
     "lipschitz_bound",
     "lipschitz_lower_bound",

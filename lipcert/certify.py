@@ -104,7 +104,7 @@ def certify_logits(
         eps: a radius or a 1-D sequence of E radii, l2 in [0,1] pixel units, each >= 0.
         metric: ``"pixel_accuracy"``, ``"stability"``, ``"recall"``, ``"fnr"``, ``"iou"`` (per class,
             exact) or ``"miou"`` (mean over classes of the per-class worst IoU: a sound lower bound; see
-            :func:`lipcert.solvers.joint_miou` for the exact joint value on small images).
+            :func:`lipcert.joint_miou` for the exact joint value on small images).
         target: int (B, H, W) labels in [0, K) or ``ignore_index``; required except for stability
             (where it only masks ignored pixels).
         lipschitz: the Lipschitz constant L (required, never defaulted).

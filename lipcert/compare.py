@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import CertifiedMetric, certify_logits
+from .accumulate import CertifiedMetric
+from .certify import certify_logits
 from .errors import LipcertError
 from .lipschitz import lipschitz_bound
 from .smoothing import AbstainMetrics, certify_counts, sample_counts, tau_ceiling, tau_for_radius

@@ -91,3 +91,20 @@ def unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
     clean_num = np.stack([np.bincount(cls[i][cand[i]], minlength=g_size) for i in range(b_size)]).astype(float)
     den = np.stack([np.bincount(cls[i][valid[i]], minlength=g_size) for i in range(b_size)]).astype(float)
     return group, clean_num, den
+
+
+def dantzig_bound(costs, values, budgets):
+    """numpy twin of :func:`lipcert.kernels.knapsack.dantzig_bound`."""
+    with np.errstate(divide="ignore"):
+        ratio = np.where(costs == 0, np.inf, values / np.where(costs == 0, 1.0, costs))
+    order = np.argsort(-ratio, kind="mergesort")
+    cum_c = np.concatenate([[0.0], np.cumsum(costs[order])])
+    cum_v = np.concatenate([[0.0], np.cumsum(values[order])])
+    out = []
+    for b in budgets:
+        k = np.searchsorted(cum_c, b, side="right") - 1
+        best = cum_v[k]
+        if k < len(costs):
+            best += values[order[k]] * (b - cum_c[k]) / costs[order[k]]
+        out.append(best)
+    return np.asarray(out)

@@ -1,0 +1,140 @@
+"""Exact joint worst-case mIoU of one (small) image with OR-Tools CP-SAT.
+
+Every pixel may be reassigned to any class k at its lower-bound cost ``(z_pred - z_k)**2 / (2 L**2)``;
+the total must fit ``eps**2``. Costs are scaled to integers and rounded down (and the capacity rounded
+down from the scaled budget), so every truly affordable reassignment stays affordable: the solver can
+only favour the attacker. The objective ``mean over defined classes of I_k / U_k`` is handled exactly:
+
+- classes present in the ground truth are always defined; an absent class is defined (with IoU 0) iff it
+  gains a pixel, so the number of absent classes made defined, m, is enumerated and the mean is
+  ``S / (n_present + m)``;
+- each ratio ``I_k / U_k`` is linearised over the possible values u of its union (one Boolean per value,
+  ``z_{k,u} = I_k`` when ``U_k = u``), and the objective ``sum z_{k,u} / u`` is multiplied by the least
+  common multiple of the possible unions, so that CP-SAT optimises it in exact integers. When that
+  multiple is too large, coefficients are rounded down (a proven lower bound; status ``"bound"``).
+
+On a time limit the answer is CP-SAT's proven objective bound (status ``"time_limit"``), never the
+attacker's best solution. The answer is never below the sound mean-of-per-class bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+
+from ..errors import LipcertError
+
+_COST_RESOLUTION = 10**6
+_MAX_LCM = 2**40
+
+
+@dataclass(frozen=True)
+class JointResult:
+    value: float  # proven lower bound on the worst mIoU (exact when status == "exact")
+    status: str  # "exact" | "bound" | "time_limit"
+    attack_value: float  # mIoU of the best reassignment found (an upper bound on the worst case)
+
+
+def joint_miou_min(
+    z: np.ndarray, target: np.ndarray, valid: np.ndarray, budget: float, time_limit: float
+) -> JointResult:
+    """Proven lower bound (exact when ``status == "exact"``) on the worst mIoU of one image.
+
+    Args:
+        z: float64 (K, N) logits divided by L; target: int (N,) labels (any value where not valid);
+        valid: bool (N,); budget: eps**2 (already inflated for float safety); time_limit: seconds per solve.
+    """
+    from ortools.sat.python import cp_model
+
+    k, n = z.shape
+    pred = z.argmax(0)
+    cost = (z[pred, np.arange(n)][None, :] - z) ** 2 / 2.0  # (K, N), L folded into the budget
+    if budget > 0:
+        scale = _COST_RESOLUTION / budget
+        c_int = np.floor(cost * scale).astype(np.int64)
+        cap = int(math.floor(budget * scale))
+    else:  # eps = 0: only exact ties are free
+        c_int = np.where(cost == 0, 0, 1).astype(np.int64)
+        cap = 0
+    allowed = (c_int <= cap) | (np.arange(k)[:, None] == pred[None, :])
+    gt = np.bincount(target[valid], minlength=k)
+    present = [c for c in range(k) if gt[c] > 0]
+    absent = [c for c in range(k) if gt[c] == 0]
+    ranges = {}
+    for c in range(k):  # possible union sizes: G_c + (false positives it can hold)
+        fp_max = int((allowed[c] & valid & (target != c)).sum())
+        ranges[c] = (gt[c], gt[c] + fp_max)
+    best_bound, best_attack, status = math.inf, math.inf, "exact"
+    for m in range(len(absent) + 1):
+        model = cp_model.CpModel()
+        x = {(c, p): model.NewBoolVar("") for p in range(n) for c in range(k) if allowed[c, p]}
+        for p in range(n):
+            model.AddExactlyOne([x[c, p] for c in range(k) if allowed[c, p]])
+        model.Add(sum(int(c_int[c, p]) * v for (c, p), v in x.items() if c_int[c, p] > 0) <= cap)
+        union = {
+            c: gt[c] + sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] != c) for c in range(k)
+        }
+        defined = []
+        for c in absent:
+            d = model.NewBoolVar("")
+            model.Add(union[c] >= 1).OnlyEnforceIf(d)
+            model.Add(union[c] == 0).OnlyEnforceIf(d.Not())
+            defined.append(d)
+        model.Add(sum(defined) == m)
+        lcm = reduce(math.lcm, [u for c in present for u in range(max(1, ranges[c][0]), ranges[c][1] + 1)], 1)
+        exact_scale = lcm <= _MAX_LCM
+        big = lcm if exact_scale else _MAX_LCM
+        terms = []
+        for c in present:
+            inter = sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] == c)
+            lo, hi = ranges[c]
+            ys = {u: model.NewBoolVar("") for u in range(lo, hi + 1)}
+            model.AddExactlyOne(ys.values())
+            model.Add(union[c] == sum(u * y for u, y in ys.items()))
+            for u, y in ys.items():
+                zu = model.NewIntVar(0, int(gt[c]), "")
+                model.Add(zu == inter).OnlyEnforceIf(y)
+                model.Add(zu == 0).OnlyEnforceIf(y.Not())
+                terms.append((big // u, zu))  # exact when big is a multiple of u, else rounded down
+        model.Minimize(sum(int(coef) * zu for coef, zu in terms))
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = time_limit
+        solver.parameters.num_workers = 1
+        st = solver.Solve(model)
+        denom = len(present) + m
+        if st == cp_model.INFEASIBLE:
+            continue  # this many absent classes cannot be made defined
+        if denom == 0:
+            continue
+        if st == cp_model.UNKNOWN:  # time limit before any solution: only the proven bound is known
+            raw = solver.BestObjectiveBound()
+            best_bound = min(best_bound, max(raw, 0.0) / big / denom if math.isfinite(raw) else 0.0)
+            status = "time_limit"
+            continue
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            raise LipcertError(f"CP-SAT returned {solver.StatusName(st)} for the joint mIoU problem.")
+        bound = solver.BestObjectiveBound() / big / denom
+        assignment = np.array([next(c for c in range(k) if allowed[c, p] and solver.Value(x[c, p])) for p in range(n)])
+        feasible = cost[assignment, np.arange(n)].sum() <= budget  # with the true (unrounded) costs
+        attack = _miou(assignment, target, valid, k) if feasible else math.inf
+        if st != cp_model.OPTIMAL:
+            status = "time_limit"
+        elif (not exact_scale or not feasible) and status == "exact":
+            status = "bound"
+        best_bound, best_attack = min(best_bound, bound), min(best_attack, attack)
+    if math.isinf(best_bound):
+        return JointResult(float("nan"), status, float("nan"))
+    return JointResult(best_bound, status, best_attack if math.isfinite(best_attack) else float("nan"))
+
+
+def _miou(labels, target, valid, k) -> float:
+    vals = []
+    for c in range(k):
+        inter = ((labels == c) & (target == c) & valid).sum()
+        union = (((labels == c) | (target == c)) & valid).sum()
+        if union:
+            vals.append(inter / union)
+    return float(np.mean(vals)) if vals else float("nan")

@@ -1,0 +1,101 @@
+import naive
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_certify import tiny_problem
+
+from lipcert import certify_logits, certify_weighted, joint_miou
+from lipcert.kernels import dantzig_bound, twins
+
+EPS = [0.0, 0.5, 1.2]
+
+
+def _miou(lab, t, k):
+    vals = [naive.iou(lab, t, c) for c in range(k)]
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+@settings(max_examples=15)
+@given(tiny_problem(max_pixels=4, max_classes=3))
+def test_joint_miou_equals_brute_force_and_dominates_the_mean_bound(problem):
+    logits, target, L = problem
+    cert = joint_miou(logits, target, EPS, lipschitz=L)
+    bound = certify_logits(logits, EPS, "miou", target, lipschitz=L).worst
+    t, k = target.ravel(), logits.shape[1]
+    for j, e in enumerate(EPS):
+        bf = naive.brute_force(logits[0], e, L, lambda lab: _miou(lab, t, k))
+        if np.isnan(bf):
+            assert np.isnan(cert.worst[0, j])
+            continue
+        assert cert.extras["status"][0, j] == 0
+        assert cert.worst[0, j] == pytest.approx(bf, abs=1e-9)
+        assert bound[0, j] <= cert.worst[0, j] + 1e-9
+
+
+def test_joint_miou_time_limit_returns_a_proven_bound():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 4, 6, 6, generator=g)
+    target = torch.randint(0, 4, (1, 6, 6), generator=g)
+    exact = joint_miou(logits, target, [0.6], lipschitz=1.0, time_limit=60.0)
+    rushed = joint_miou(logits, target, [0.6], lipschitz=1.0, time_limit=1e-6)
+    assert rushed.extras["status"][0, 0] in (0, 2)
+    assert rushed.worst[0, 0] <= exact.worst[0, 0] + 1e-9  # a time-limited answer never overstates
+    assert exact.worst[0, 0] <= exact.extras["attack"][0, 0] + 1e-9
+
+
+@settings(max_examples=25)
+@given(tiny_problem(max_pixels=6, max_classes=3), st.lists(st.integers(0, 5), min_size=3, max_size=3))
+def test_weighted_exact_equals_brute_force_and_dantzig_is_below(problem, class_w):
+    logits, target, L = problem
+    k = logits.shape[1]
+    w = np.asarray(class_w[:k], dtype=float)
+    exact = certify_weighted(logits, target, EPS, w, lipschitz=L, method="exact")
+    frac = certify_weighted(logits, target, EPS, w, lipschitz=L, method="dantzig")
+    t = target.ravel()
+    valid = t != 255
+    pw = np.where(valid, w[np.clip(t, 0, k - 1)], 0.0)
+    total = pw.sum()
+    for j, e in enumerate(EPS):
+        if total == 0:
+            assert np.isnan(exact.worst[0, j])
+            continue
+        bf = naive.brute_force(logits[0], e, L, lambda lab: float((pw * (lab == t)).sum() / total))
+        assert exact.worst[0, j] == pytest.approx(bf, abs=1e-9)
+        assert frac.worst[0, j] <= exact.worst[0, j] + 1e-12
+    assert frac.status in ("bound", "exact") and exact.status == "exact"
+
+
+def test_weighted_with_unit_weights_equals_pixel_accuracy_and_masks():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 5, 5, generator=g)
+    target = logits.argmax(1)
+    target[0, 0] = 255
+    unit = certify_weighted(logits, target, [0.1, 0.4], np.ones(3), lipschitz=1.0, method="exact")
+    ref = certify_logits(logits, [0.1, 0.4], "pixel_accuracy", target, lipschitz=1.0)
+    np.testing.assert_allclose(unit.worst, ref.worst)
+    mask = torch.zeros(2, 5, 5)
+    mask[:, 2:] = 1.0  # "only this region counts"
+    region = certify_weighted(logits, target, [0.4], mask, lipschitz=1.0, method="exact")
+    sub = certify_logits(logits[:, :, 2:], [0.4], "pixel_accuracy", target[:, 2:], lipschitz=1.0)
+    np.testing.assert_allclose(region.worst, sub.worst)
+
+
+@given(st.integers(0, 30), st.integers(0, 2**31 - 1))
+def test_dantzig_kernel_equals_twin_and_bounds_the_01_optimum(n, seed):
+    rng = np.random.default_rng(seed)
+    costs = np.round(rng.exponential(size=n), 1)
+    values = np.round(rng.exponential(size=n) * 3, 1)
+    budgets = np.array([0.0, 0.5, 2.0, 100.0])
+    got = dantzig_bound(costs, values, budgets)
+    np.testing.assert_allclose(got, twins.dantzig_bound(costs, values, budgets))
+    if n <= 10:
+        for j, b in enumerate(budgets):
+            best = 0.0
+            for mask in range(2**n):
+                sel = np.array([(mask >> i) & 1 for i in range(n)], dtype=bool)
+                if costs[sel].sum() <= b:
+                    best = max(best, values[sel].sum())
+            assert got[j] >= best - 1e-12

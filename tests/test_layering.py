@@ -1,0 +1,50 @@
+"""Nothing imports upward: the package's layers, checked on the source (like STUMPY's import checks)."""
+
+import ast
+from pathlib import Path
+
+import lipcert
+
+ROOT = Path(lipcert.__file__).parent
+RANK = {
+    "errors": 0, "config": 0, "_checks": 0, "certificate": 0,
+    "kernels": 1, "costs": 1, "solvers": 1,
+    "metrics": 2, "lipschitz": 2,
+    "certify": 3, "accumulate": 3,
+    "models": 4, "smoothing": 4, "data": 4, "train": 4, "recipes": 4, "attacks": 4,
+    "audit": 5, "compare": 6, "compare_report": 6, "cli": 7, "__init__": 7,
+}  # fmt: skip
+
+
+def _top(module_path: Path) -> str:
+    rel = module_path.relative_to(ROOT)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    pkg = path.relative_to(ROOT).parts[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = list(pkg[: len(pkg) - node.level + 1]) if node.level > 1 else list(pkg)
+            target = base + (node.module.split(".") if node.module else [])
+            if not target:  # `from . import x` inside the top package: a submodule, or the package facade
+                for alias in node.names:
+                    yield alias.name if alias.name in RANK else "__init__"
+                continue
+            yield target[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lipcert."):
+            yield node.module.split(".")[1]
+
+
+def test_no_module_imports_a_higher_layer():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        src = _top(path)
+        if src not in RANK:
+            offenders.append(f"{path}: unknown layer {src!r}")
+            continue
+        for dst in _imports(path):
+            if dst in RANK and RANK[dst] > RANK[src]:
+                offenders.append(f"{path.relative_to(ROOT)} imports {dst} (layer {RANK[dst]} > {RANK[src]})")
+    assert not offenders, "\n".join(offenders)
