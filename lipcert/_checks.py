@@ -38,8 +38,11 @@ def raise_not_finite() -> None:
     raise LipcertError("Expected finite `logits`, but found NaN or Inf values.")
 
 
-def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
-    """Validate an integer (B,H,W) target matching ``logits``; labels in [0,K) or ``ignore_index``."""
+def check_target(target, logits: torch.Tensor, ignore_index: int | None, check_range: bool = True) -> torch.Tensor:
+    """Validate an integer (B,H,W) target matching ``logits``; labels in [0,K) or ``ignore_index``.
+
+    ``check_range=False`` leaves the label range to a kernel that checks it in its own pass.
+    """
     t = as_tensor(target, "target")
     if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
         raise LipcertError(f"Expected `target` to be an integer tensor, but got dtype {t.dtype}.")
@@ -49,7 +52,7 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None) -> torc
             f"Expected `target` of shape {(b, h, w)} to match logits {tuple(logits.shape)}, but got {tuple(t.shape)}."
         )
     t = t.long()
-    if t.numel() == 0 or (int(t.min()) >= 0 and int(t.max()) < k):
+    if not check_range or t.numel() == 0 or (int(t.min()) >= 0 and int(t.max()) < k):
         return t
     bad = (t < 0) | (t >= k)
     if ignore_index is not None:

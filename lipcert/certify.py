@@ -41,15 +41,33 @@ class _Evaluation:
     margin: np.ndarray  # (B, H, W) top1 - top2
 
 
-def _prepare(logits, target, metric, ignore_index):
-    """Validate and return (logits tensor, target numpy or None, pred, margin)."""
+def _inputs(logits, target, metric, ignore_index, check_range=True):
+    """Validated (logits tensor, target int64 numpy or None)."""
     check_choice(metric, METRICS, "metric")
     t = check_logits(logits, finite=False)
     if target is None and metric in _NEEDS_TARGET:
         raise LipcertError(f"Metric {metric!r} needs `target` labels of shape (B, H, W).")
-    tgt = None if target is None else check_target(target, t, ignore_index).numpy()
+    tgt = None if target is None else check_target(target, t, ignore_index, check_range).numpy()
+    return t, tgt
+
+
+def _prepare(logits, target, metric, ignore_index):
+    """Validate and return (logits tensor, target numpy or None, pred, margin)."""
+    t, tgt = _inputs(logits, target, metric, ignore_index)
     pred, margin = _top2(t)
     return t, tgt, pred, margin
+
+
+def _unit_problem(logits, target, metric, lipschitz, ignore_index):
+    """(problem, margin (B, H, W)) of a unit-value metric, from one fused pass over the logits."""
+    t, tgt = _inputs(logits, target, metric, ignore_index, check_range=False)
+    b, k, h, w = t.shape
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # float16 / bfloat16 -> float32 is exact
+    z = np.ascontiguousarray(t.numpy().reshape(b, k, h * w))
+    flat_t = None if tgt is None else np.ascontiguousarray(tgt.reshape(b, -1))
+    problem, _, margin = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index)
+    return problem, margin.reshape(b, h, w)
 
 
 def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index):
@@ -69,10 +87,7 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
 
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
-    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    problem = build_unit_problem(
-        metric, pred, margin, tgt, lipschitz, ignore_index, t.shape[1], cap=float(_budgets(eps).max())
-    )
+    problem, margin = _unit_problem(logits, target, metric, lipschitz, ignore_index)
     worst_num, naive_num = unit_counts(problem, eps)
     return _Evaluation(
         worst_num, naive_num, problem.clean_num, problem.den, problem.complement, metric in PER_CLASS_UNIT, margin
@@ -210,8 +225,7 @@ def certified_radius(
         raise LipcertError("Pass exactly one of `level` and `drop`.")
     check_choice(metric, UNIT_METRICS, "metric (Q2 radii are exact for unit-value metrics)")
     levels = check_levels(level if drop is None else drop, "level" if drop is None else "drop")
-    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    problem = build_unit_problem(metric, pred, margin, tgt, L, ignore_index, t.shape[1])
+    problem, _ = _unit_problem(logits, target, metric, L, ignore_index)
     radius = unit_radius(problem, levels, drop is not None)
     return radius if metric in PER_CLASS_UNIT else radius[..., 0]
 

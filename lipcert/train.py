@@ -14,6 +14,7 @@ from deel import torchlip
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks import project
 from .certify import certify_logits
 from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
@@ -37,6 +38,11 @@ class TrainConfig:
         monitor_eps: radius (l2, [0,1] pixels) of the certified accuracy shown during evaluation.
         eval_every: evaluate every this many epochs (0 = never).
         seed: seeds the model initialisation order, the data order and the noise.
+        adversarial: ``"pgd"`` for PGD adversarial training (unconstrained models): every batch is replaced
+            by PGD adversarial examples (cross-entropy, ``adv_steps`` steps of size 2.5 eps / steps, radius
+            ``adv_eps`` in ``adv_norm``, no random start), computed with the model in eval mode.
+        init_from: a checkpoint whose matching weights initialise the model before training (PIR-AT:
+            start from a robust model's backbone; layers whose shapes differ, e.g. the head, are kept).
     """
 
     epochs: int = 30
@@ -52,6 +58,11 @@ class TrainConfig:
     monitor_eps: float = 0.25
     eval_every: int = 5
     seed: int = 0
+    adversarial: str | None = None
+    adv_eps: float = 0.5
+    adv_steps: int = 3
+    adv_norm: str = "l2"
+    init_from: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -72,6 +83,41 @@ def _loss_fn(cfg: TrainConfig, ignore_index: int):
 
         return loss
     raise LipcertError(f"Expected `loss` in {LOSSES}, but got {cfg.loss!r}.")
+
+
+def pgd_examples(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, norm: str, ignore_index: int
+) -> torch.Tensor:
+    """PGD on the cross-entropy from x (no random start), in eval mode (restored); returns x + delta."""
+    was_training = model.training
+    model.eval()
+    step = 2.5 * eps / steps
+    x_adv = x.clone()
+    try:
+        for _ in range(steps):
+            z = x_adv.clone().requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(z), y, ignore_index=ignore_index)
+            (g,) = torch.autograd.grad(loss, z)
+            if norm == "l2":
+                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            else:
+                g = g.sign()
+            x_adv = project(x, x_adv + step * g, eps, norm).detach()
+    finally:
+        model.train(was_training)
+    return x_adv
+
+
+def _init_from(model: nn.Module, path: str) -> int:
+    """Copy every weight of the checkpoint whose name and shape match (PIR-AT initialisation)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise LipcertError(f"No weight of {path} matches the model: cannot initialise from it.")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
 
 
 def evaluate(
@@ -213,6 +259,10 @@ def train(
     """
     torch.manual_seed(cfg.seed)
     ignore_index = getattr(train_set, "ignore_index", 255)
+    if cfg.adversarial not in (None, "pgd"):
+        raise LipcertError(f"Expected `adversarial` None or 'pgd', but got {cfg.adversarial!r}.")
+    if cfg.init_from:
+        _init_from(model, cfg.init_from)
     loss_fn = _loss_fn(cfg, ignore_index)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -247,6 +297,8 @@ def train(
             y = torch.stack([b for _, b in items])
             if cfg.noise_sigma > 0:
                 x = x + cfg.noise_sigma * torch.randn(x.shape, generator=gen)
+            if cfg.adversarial == "pgd":  # adversarial-only batches
+                x = pgd_examples(model, x, y, cfg.adv_eps, cfg.adv_steps, cfg.adv_norm, ignore_index)
             logits = model(x)
             loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)

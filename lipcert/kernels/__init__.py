@@ -7,16 +7,17 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 
 from .iou import iou_frontier, iou_worst
 from .knapsack import dantzig_bound
-from .margins import top2_margin
-from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at, unit_groups
+from .margins import top2_margin, unit_candidates
+from .prefix import grouped_flip_counts, grouped_sorted_prefix, segment_count_leq, segment_value_at
 
 __all__ = [
     "dantzig_bound",
     "iou_frontier",
     "iou_worst",
     "top2_margin",
+    "grouped_flip_counts",
     "grouped_sorted_prefix",
     "segment_count_leq",
     "segment_value_at",
-    "unit_groups",
+    "unit_candidates",
 ]

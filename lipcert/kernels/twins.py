@@ -80,8 +80,18 @@ def iou_frontier(tp_prefix, fp_prefix, budget):
     return np.stack([a, b], 1).astype(np.int64)
 
 
-def unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
-    """numpy twin of :func:`lipcert.kernels.prefix.unit_groups`."""
+def unit_candidates(logits, target, ignore_index, per_class, correct_only, scale):
+    """numpy twin of :func:`lipcert.kernels.margins.unit_candidates`."""
+    pred, margin, finite = top2_margin(logits)
+    k = logits.shape[1]
+    valid = target != ignore_index
+    labels_ok = bool(np.all(~valid | ((target >= 0) & (target < k))))
+    t = np.where(valid & (target >= 0) & (target < k), target, ignore_index)
+    group, clean_num, den = _unit_groups(pred, t, k, ignore_index, per_class, correct_only)
+    return pred, margin, (margin**2 * scale).ravel(), group, clean_num, den, finite, labels_ok
+
+
+def _unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
     b_size, n_size = pred.shape
     g_size = n_classes if per_class else 1
     valid = target != ignore_index
@@ -108,3 +118,9 @@ def dantzig_bound(costs, values, budgets):
             best += values[order[k]] * (b - cum_c[k]) / costs[order[k]]
         out.append(best)
     return np.asarray(out)
+
+
+def grouped_flip_counts(costs, group, n_groups, budgets):
+    """numpy twin of :func:`lipcert.kernels.prefix.grouped_flip_counts` (full sort + running sums)."""
+    offsets, values, prefix = grouped_sorted_prefix(costs, group, n_groups)
+    return segment_count_leq(offsets, prefix, budgets), segment_count_leq(offsets, values, budgets)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import raise_not_finite
 from ..config import COST_REL_SLACK
-from ..kernels import grouped_sorted_prefix, segment_count_leq, segment_value_at, unit_groups
+from ..errors import LipcertError
+from ..kernels import grouped_flip_counts, grouped_sorted_prefix, segment_value_at, unit_candidates
 
 UNIT_METRICS = ("pixel_accuracy", "stability", "recall", "fnr")
 PER_CLASS_UNIT = ("recall", "fnr")
@@ -29,13 +31,12 @@ PER_CLASS_UNIT = ("recall", "fnr")
 
 @dataclass(frozen=True)
 class _UnitProblem:
-    """Sorted costs of every (image, group) plus the clean numerators and denominators."""
+    """Candidate costs and groups of every (image, group) plus the clean numerators and denominators."""
 
     n_images: int
     n_groups: int
-    offsets: np.ndarray  # int64 (B*G+1,)
-    sorted_costs: np.ndarray  # float64 (m,)
-    prefix: np.ndarray  # float64 (m,)
+    costs: np.ndarray  # float64 (B*N,) flip costs
+    group: np.ndarray  # int64 (B*N,) group b * G + g of each candidate, -1 otherwise
     clean_num: np.ndarray  # float64 (B, G)
     den: np.ndarray  # float64 (B, G)
     complement: bool  # value reported as 1 - num/den (fnr)
@@ -45,34 +46,36 @@ def _budgets(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
-def build_unit_problem(
-    metric, pred, margin, target, lipschitz, ignore_index, n_classes, cap: float = np.inf
-) -> _UnitProblem:
-    """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)``.
+def build_unit_problem(metric, logits, target, lipschitz, ignore_index):
+    """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)`` in one pass.
 
     Args:
         metric: one of ``UNIT_METRICS``.
-        pred: int64 (B, H, W) predictions; margin: float64 (B, H, W) top1 - top2.
-        target: int64 (B, H, W) labels or None (stability only).
+        logits: float32/float64 (B, K, N) C-contiguous logits.
+        target: int64 (B, N) labels, or None (stability only: every pixel counts).
         lipschitz: L > 0; ignore_index: label excluded from every count (or None).
-        n_classes: K.
-        cap: the largest budget that will be asked (Q1); candidates costing more are not sorted. Keep the
-            default (inf) for Q2 radii, which need every running sum.
+
+    Returns:
+        ``(problem, pred, margin)`` with pred int64 (B, N) and margin float64 (B, N).
+
+    Raises:
+        LipcertError: non-finite logits, labels outside [0, K) other than ``ignore_index``.
     """
-    b = pred.shape[0]
-    pred = np.ascontiguousarray(pred.reshape(b, -1))
-    costs = (margin.reshape(b, -1) ** 2) / (2.0 * lipschitz * lipschitz)
-    if target is None:  # stability without labels: every pixel counts
-        target = pred
-        ignore = -1
-    else:
-        target = np.ascontiguousarray(target.reshape(b, -1))
-        ignore = -1 if ignore_index is None else int(ignore_index)
+    b, k, _ = logits.shape
     per_class = metric in PER_CLASS_UNIT
-    n_groups = n_classes if per_class else 1
-    group, clean_num, den = unit_groups(pred, target, n_classes, ignore, per_class, metric != "stability")
-    offsets, sorted_costs, prefix = grouped_sorted_prefix(np.ascontiguousarray(costs.ravel()), group, b * n_groups, cap)
-    return _UnitProblem(b, n_groups, offsets, sorted_costs, prefix, clean_num, den, metric == "fnr")
+    no_labels = target is None
+    ignore = -1 if (ignore_index is None or no_labels) else int(ignore_index)
+    tgt = np.zeros(logits.shape[::2], dtype=np.int64) if no_labels else target
+    pred, margin, costs, group, clean_num, den, finite, labels_ok = unit_candidates(
+        logits, tgt, ignore, per_class, metric not in ("stability",), 1.0 / (2.0 * lipschitz * lipschitz)
+    )
+    if not finite:
+        raise_not_finite()
+    if not labels_ok:
+        bad = np.unique(tgt[(tgt != ignore) & ((tgt < 0) | (tgt >= k))])[:5].tolist()
+        raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {bad}.")
+    n_groups = k if per_class else 1
+    return _UnitProblem(b, n_groups, costs, group, clean_num, den, metric == "fnr"), pred, margin
 
 
 def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,13 +83,14 @@ def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.
 
     Returns:
         ``(worst_num, naive_num)``: float64 (B, E, G) numbers of candidates that stay unflipped.
-        Joint: the attacker flips the largest k whose cheapest-k cost sum is ``<= eps**2``. Naive: a
-        candidate stays only if its own cost exceeds ``eps**2``.
+        Joint: the attacker flips the largest k whose cheapest-k cost sum is ``<= eps**2`` (linear-time
+        greedy, :func:`lipcert.kernels.grouped_flip_counts`). Naive: a candidate stays only if its own cost
+        exceeds ``eps**2``.
     """
     budgets = _budgets(eps)
     b, g = problem.n_images, problem.n_groups
-    flips = segment_count_leq(problem.offsets, problem.prefix, budgets).reshape(b, g, -1)
-    single = segment_count_leq(problem.offsets, problem.sorted_costs, budgets).reshape(b, g, -1)
+    flips, single = grouped_flip_counts(problem.costs, problem.group, b * g, budgets)
+    flips, single = flips.reshape(b, g, -1), single.reshape(b, g, -1)
     clean = problem.clean_num[:, :, None]
     return (clean - flips).transpose(0, 2, 1), (clean - single).transpose(0, 2, 1)
 
@@ -116,7 +120,8 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
     need = np.ceil(need_real - 1e-9 * np.maximum(den, 1.0)).astype(np.int64)
     b, g = problem.n_images, problem.n_groups
     need_g = need.transpose(0, 2, 1).reshape(b * g, -1)
-    sums = segment_value_at(problem.offsets, problem.prefix, np.ascontiguousarray(need_g))
+    offsets, _, prefix = grouped_sorted_prefix(problem.costs, problem.group, b * g)  # Q2 needs every sum
+    sums = segment_value_at(offsets, prefix, np.ascontiguousarray(need_g))
     radius = np.sqrt(sums / (1.0 + COST_REL_SLACK)).reshape(b, g, -1).transpose(0, 2, 1)
     return np.where(den > 0, radius, np.nan)
 
