@@ -32,6 +32,7 @@ def _compare(args: argparse.Namespace) -> int:
         limit=args.limit,
         seed=args.seed,
         progress=not args.no_progress,
+        overhead_size=tuple(args.overhead_size) if all(args.overhead_size) else None,
     )
     res = run_compare(_load_model(args.lip), _load_model(args.twin), dataset, cfg)
     print(markdown(res))
@@ -131,6 +132,13 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--overhead-size",
+        type=int,
+        nargs=2,
+        default=[512, 1024],
+        help="also time forward vs certificate on one image of this size (H W); 0 0 to skip",
+    )
 
 
 def _git_commit() -> str:

@@ -35,6 +35,8 @@ class CompareConfig:
     batch_size: int = 64  # noisy samples per SegCertify forward pass
     lip_batch: int = 16  # images per Lipschitz forward pass (per-image time = batch time / batch size)
     warmup: int = 3
+    timing_repeats: int = 5  # timed repeats of every full Lipschitz batch (median over all)
+    overhead_size: tuple[int, int] | None = (512, 1024)  # also time forward vs certificate at this size
     progress: bool = True
 
 
@@ -124,19 +126,23 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
         xb, yb = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
         m = len(items)
         with torch.no_grad():
-            logits, tf = _timed(lambda xb=xb: lip_model(xb))
+            logits, _ = _timed(lambda xb=xb: lip_model(xb))
 
         def cert_at(radii, logits=logits, yb=yb):
             return certify_logits(logits, radii, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore)
 
-        cert, tc = _timed(lambda: cert_at(eps))
-        _, tc1 = _timed(lambda: cert_at(eps[:1]))
-        _, tc64 = _timed(lambda: cert_at(curve))
+        cert = cert_at(eps)
         if m == cfg.lip_batch or start == 0:  # per-image time of full batches (a short last batch is skipped)
-            t_fwd.append(tf / m)
-            t_cert.append(tc / m)
-            t_cert1.append(tc1 / m)
-            t_cert64.append(tc64 / m)
+            for _ in range(cfg.timing_repeats):  # each repeat: forward, then the certificate at 1, E, 64 radii
+                with torch.no_grad():
+                    _, tf = _timed(lambda xb=xb: lip_model(xb))
+                _, tc = _timed(lambda: cert_at(eps))
+                _, tc1 = _timed(lambda: cert_at(eps[:1]))
+                _, tc64 = _timed(lambda: cert_at(curve))
+                t_fwd.append(tf / m)
+                t_cert.append(tc / m)
+                t_cert1.append(tc1 / m)
+                t_cert64.append(tc64 / m)
         for metric in (*acc.values(), *miou.values(), iou_micro, recall_micro, curve_acc):
             metric.update(logits, yb)
         if start == 0:
@@ -167,6 +173,7 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             example["abstain_done"] = True
             bar.update(1)
     bar.close()
+    large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k) if cfg.overhead_size else None
     return _summarise(
         cfg,
         eps,
@@ -187,7 +194,30 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
         t_cert1,
         t_cert64,
         example,
+        large,
     )
+
+
+def _overhead_at_size(lip_model, channels, cfg, eps, L, k) -> dict:
+    """Forward vs forward + certificate of the same model on one random image of ``cfg.overhead_size``."""
+    h, w = cfg.overhead_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = torch.rand(1, channels, h, w, generator=gen)
+    y = torch.randint(0, k, (1, h, w), generator=gen)
+    fwd, total = [], []
+    for rep in range(4):
+        with torch.no_grad():
+            logits, tf = _timed(lambda: lip_model(x))
+        _, tc = _timed(lambda logits=logits: certify_logits(logits, eps, "pixel_accuracy", y, lipschitz=L))
+        if rep:  # the first repeat is the warm-up
+            fwd.append(tf)
+            total.append(tf + tc)
+    return {
+        "size": [h, w],
+        "forward_seconds": statistics.median(fwd),
+        "total_seconds": statistics.median(total),
+        "overhead": statistics.median(total) / statistics.median(fwd),
+    }
 
 
 def _summarise(
@@ -210,6 +240,7 @@ def _summarise(
     t_cert1,
     t_cert64,
     example,
+    large,
 ) -> dict:
     ca = {avg: m.compute() for avg, m in acc.items()}
     cm = {avg: m.compute() for avg, m in miou.items()}
@@ -270,6 +301,8 @@ def _summarise(
         "curve_64_vs_1": med(curve64) / med(curve1),
         "curve_64_vs_1_certification_only": med(t_cert64) / med(t_cert1),
     }
+    if large is not None:
+        ratios["overhead_at_size"] = large
     timing = {
         "lipschitz_forward": _stats(t_fwd),
         "lipschitz_certification": _stats(t_cert),

@@ -79,7 +79,14 @@ def markdown(res: dict) -> str:
             f"speed-up vs SegCertify {k} = {v:.0f}x (bar >= 100x)" for k, v in r["speedup_vs_segcertify"].items()
         )
         + f"; 64-radius curve / 1 radius (forward included) = {r['curve_64_vs_1']:.3f} (bar <= 1.2; "
-        f"certification alone {r['curve_64_vs_1_certification_only']:.3f}).",
+        f"certification alone {r['curve_64_vs_1_certification_only']:.3f})."
+        + (
+            f" Same model on one {r['overhead_at_size']['size'][0]}x{r['overhead_at_size']['size'][1]} image: "
+            f"forward {r['overhead_at_size']['forward_seconds']:.3f} s, overhead "
+            f"{r['overhead_at_size']['overhead']:.3f}."
+            if "overhead_at_size" in r
+            else ""
+        ),
     ]
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..config import NUMBA_FLAGS
 
@@ -101,7 +101,7 @@ def segment_value_at(offsets, values, counts):
     return out
 
 
-@njit(parallel=True, **NUMBA_FLAGS)
+@njit(**NUMBA_FLAGS)
 def grouped_flip_counts(costs, group, n_groups, budgets):
     """Per group and budget: the greedy (exact) number of flips, and the number of single affordable items.
 
@@ -138,7 +138,7 @@ def grouped_flip_counts(costs, group, n_groups, budgets):
         if g >= 0 and costs[i] <= cap:
             values[pos[g]] = costs[i]
             pos[g] += 1
-    for g in prange(n_groups):  # groups are independent
+    for g in range(n_groups):
         lo = offsets[g]
         m = offsets[g + 1] - lo
         if m == 0:
