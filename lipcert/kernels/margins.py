@@ -7,7 +7,6 @@ from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 
-
 _BLOCK = 4096  # pixels per parallel block
 
 
