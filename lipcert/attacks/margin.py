@@ -17,7 +17,8 @@ class MarginAttack:
     The joint certificate says which pixels are cheapest to flip (smallest margin); this attack targets
     exactly such a set, minimising ``sum_p relu(z_y - max_{j != y} z_j + kappa)`` over the set with
     normalised-gradient l2 steps and a cosine step schedule, for several set sizes around the number the
-    certificate allows (when ``lipschitz`` is given) and keeping the lowest pixel accuracy per image.
+    certificate allows (when ``lipschitz`` is given), plus half and all of the correct pixels, keeping the
+    lowest pixel accuracy per image.
 
     Args:
         model: (B, C, H, W) images in [0,1] -> (B, K, H, W) logits (eval mode, restored).
@@ -62,7 +63,7 @@ class MarginAttack:
             k = int((cum <= self.eps**2).sum())
         else:
             k = max(1, n // 20)
-        return sorted({min(n, max(1, v)) for v in (k // 2, k, 2 * k + 1, 4 * k + 2)})
+        return sorted({min(n, max(1, v)) for v in (k // 2, k, 2 * k + 1, 4 * k + 2, n // 2, n)})
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
         was_training = self.model.training
