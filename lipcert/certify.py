@@ -70,17 +70,20 @@ def _unit_problem(logits, target, metric, lipschitz, ignore_index):
     return problem, margin.reshape(b, h, w)
 
 
-def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index):
+def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
     b, k = t.shape[:2]
     z = t.reshape(b, k, -1).to(torch.float64).numpy()
-    return build_iou_problem(z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index)
+    return build_iou_problem(
+        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index, cap
+    )
 
 
 def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
     """(problem, worst, naive, clean, margin) per image: (B, E, K) for iou, (B, E) for miou."""
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index)
-    worst, naive, clean = iou_per_image(problem, _budgets(eps))
+    budgets = _budgets(eps)
+    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, float(budgets.max()))
+    worst, naive, clean = iou_per_image(problem, budgets)
     if metric == "miou":
         worst, naive, clean = mean_over_classes(worst), mean_over_classes(naive), mean_over_classes(clean)
     return problem, worst, naive, clean, margin

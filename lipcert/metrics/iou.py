@@ -42,11 +42,15 @@ def _concat_csr(parts):
     return np.concatenate(offsets), np.concatenate(costs), np.concatenate(prefix)
 
 
-def build_iou_problem(logits64: np.ndarray, pred, margin, target, lipschitz, ignore_index) -> _IoUProblem:
+def build_iou_problem(
+    logits64: np.ndarray, pred, margin, target, lipschitz, ignore_index, cap: float = np.inf
+) -> _IoUProblem:
     """Sorted TP-removal and FP-addition costs of every (image, class).
 
     Args:
         logits64: float64 (B, K, N) logits; pred int64 (B, N); margin float64 (B, N); target int64 (B, N).
+        cap: the largest budget that will be asked: costs above it can never be spent and are not kept
+            (no answer changes for budgets <= cap; only the counts tp0 / union0 use every pixel).
     """
     b_size, k_size, _ = logits64.shape
     scale = 1.0 / (2.0 * lipschitz * lipschitz)
@@ -58,7 +62,7 @@ def build_iou_problem(logits64: np.ndarray, pred, margin, target, lipschitz, ign
         tp_mask = valid & (t == p)
         tp_parts.append(
             grouped_sorted_prefix(
-                np.ascontiguousarray(margin[i] ** 2 * scale), np.where(tp_mask, t, -1).astype(np.int64), k_size
+                np.ascontiguousarray(margin[i] ** 2 * scale), np.where(tp_mask, t, -1).astype(np.int64), k_size, cap
             )
         )
         z = logits64[i]
@@ -66,7 +70,7 @@ def build_iou_problem(logits64: np.ndarray, pred, margin, target, lipschitz, ign
         fp_cost = (top - z) ** 2 * scale  # (K, N): cost of making each pixel predict k
         fp_mask = valid[None, :] & (t[None, :] != classes) & (p[None, :] != classes)
         group = np.where(fp_mask, classes, -1).astype(np.int64)
-        fp_parts.append(grouped_sorted_prefix(np.ascontiguousarray(fp_cost.ravel()), group.ravel(), k_size))
+        fp_parts.append(grouped_sorted_prefix(np.ascontiguousarray(fp_cost.ravel()), group.ravel(), k_size, cap))
         gt = np.bincount(t[valid], minlength=k_size)
         tp = np.bincount(t[tp_mask], minlength=k_size)
         fp0 = np.bincount(p[valid & (t != p)], minlength=k_size)

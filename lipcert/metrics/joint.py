@@ -62,7 +62,9 @@ def joint_miou(
             codes[i, j] = {"exact": 0, "bound": 1, "time_limit": 2}[res.status]
     # the mean of per-class worst cases is also a proven lower bound: never return less
     pred, margin = _top2(t)
-    problem = build_iou_problem(z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), L, ignore_index)
+    problem = build_iou_problem(
+        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), L, ignore_index, float(budgets.max())
+    )
     per_class_worst, _, per_class_clean = iou_per_image(problem, budgets)
     mean_bound = mean_over_classes(per_class_worst)
     worst = np.where(np.isnan(worst), worst, np.fmax(worst, mean_bound))
