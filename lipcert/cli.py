@@ -194,13 +194,14 @@ def _make_dataset(name: str, split: str, n: int | None, size: int, seed: int, ro
 
     if name == "digits":
         return DigitScenes(split, size=size, n=n or 1000, seed=seed)
-    from .data import Cityscapes, OxfordIIITPet
+    from .data import Cityscapes, OxfordIIITPet, TrainTransform
 
     if root is None:
         raise SystemExit(f"--root DIR is required for --dataset {name}")
+    tf = TrainTransform((size, size), jitter=0.5, seed=seed) if split == "train" else None
     if name == "pets":
-        return OxfordIIITPet(root, split="trainval" if split == "train" else "test", size=size)
-    return Cityscapes(root, split="train" if split == "train" else "val", size=size)
+        return OxfordIIITPet(root, split="trainval" if split == "train" else "test", size=size, transform=tf)
+    return Cityscapes(root, split="train" if split == "train" else "val", size=size, transform=tf)
 
 
 def _train(args: argparse.Namespace) -> int:

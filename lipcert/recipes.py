@@ -57,6 +57,39 @@ RECIPES: dict[str, dict] = {
 }
 
 
+_IMAGENET = dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+_CITYSCAPES = dict(mean=[0.286, 0.325, 0.283], std=[0.176, 0.180, 0.177])
+_REFERENCE = dict(betas=(0.95, 0.95), weight_decay=1e-4, lr=1e-3, monitor_eps=0.1, eval_every=10, seed=0)
+RECIPES.update(
+    {
+        # The reference setting for Oxford-IIIT Pet (128x128, 3 classes, border included), LipNet-M1.
+        "pets-lipnet": dict(
+            model=dict(arch="LipNet", num_classes=3, in_channels=3, preset="M1", parametrization="aoc", **_IMAGENET),
+            data=dict(dataset="pets", n_train=None, n_eval=200, size=128, seed=0),
+            train=TrainConfig(epochs=150, batch_size=30, loss="tau_ce", tau=8.0, **_REFERENCE),
+        ),
+        "pets-twin-sigma025": dict(
+            model=dict(arch="LipNet", num_classes=3, in_channels=3, preset="M1", parametrization="plain", **_IMAGENET),
+            data=dict(dataset="pets", n_train=None, n_eval=200, size=128, seed=0),
+            train=TrainConfig(epochs=150, batch_size=30, loss="tau_ce", tau=1.0, noise_sigma=0.25, **_REFERENCE),
+        ),
+        # Cityscapes (reference: 1024x1024 squares, 19 classes, tau 20, 200 epochs; a GPU job).
+        "cityscapes-lipnet": dict(
+            model=dict(arch="LipNet", num_classes=19, in_channels=3, preset="M1", parametrization="aoc", **_CITYSCAPES),
+            data=dict(dataset="cityscapes", n_train=None, n_eval=50, size=1024, seed=0),
+            train=TrainConfig(epochs=200, batch_size=8, loss="tau_ce", tau=20.0, **_REFERENCE),
+        ),
+        "cityscapes-twin-sigma025": dict(
+            model=dict(
+                arch="LipNet", num_classes=19, in_channels=3, preset="M1", parametrization="plain", **_CITYSCAPES
+            ),
+            data=dict(dataset="cityscapes", n_train=None, n_eval=50, size=1024, seed=0),
+            train=TrainConfig(epochs=200, batch_size=8, loss="tau_ce", tau=1.0, noise_sigma=0.25, **_REFERENCE),
+        ),
+    }
+)
+
+
 def get_recipe(name: str, **overrides) -> dict:
     """A copy of a recipe, with TrainConfig fields overridden (e.g. ``epochs=1``)."""
     if name not in RECIPES:

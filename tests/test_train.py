@@ -73,3 +73,42 @@ def test_unknown_loss_is_refused(scenes):
 def test_evaluate_reports_pooled_miou(scenes):
     ev = evaluate(_net(gain=8.0).eval(), scenes, eps=0.1, limit=4)
     assert set(ev) >= {"pixel_accuracy_micro", "miou_pooled", "certified_pixel_accuracy_macro", "lipschitz"}
+
+
+def test_every_recipe_builds_its_model_and_names_its_data():
+    from lipcert.models import build_model
+    from lipcert.recipes import RECIPES, get_recipe
+
+    for name in RECIPES:
+        recipe = get_recipe(name, epochs=1)
+        assert recipe["train"].epochs == 1 and recipe["data"]["dataset"] in ("digits", "pets", "cityscapes")
+        model = build_model(recipe["model"])
+        assert model.config["num_classes"] in (3, 11, 19)
+    with pytest.raises(LipcertError):
+        get_recipe("no-such-recipe")
+
+
+@pytest.mark.slow
+def test_train_cli_on_a_short_digit_run(tmp_path):
+    from lipcert.cli import main
+
+    out = tmp_path / "cli.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "digits-twin-sigma025",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--n-train",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    model = load_checkpoint(out)
+    assert model.meta["recipe"] == "digits-twin-sigma025" and "commit" in model.meta and model.meta["seconds"] > 0
