@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test lint bench docs clean
 
@@ -18,9 +19,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check lipcert tests benchmarks
 	$(PY) -m pytest -q --doctest-modules lipcert tests
+	$(VENV)/bin/mkdocs build --strict -q
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_certify.py
+	$(PY) benchmarks/bench_iou.py
+	$(PY) benchmarks/bench_smoothing.py
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/compare_segcertify.py --out runs/compare
 
 clean:
 	rm -rf $(VENV) .pytest_cache
