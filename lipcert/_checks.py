@@ -104,3 +104,9 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     if value not in choices:
         raise LipcertError(f"Expected `{name}` to be one of {list(choices)}, but got {value!r}.")
     return value
+
+
+def check_no_options(options: dict, metric: str) -> None:
+    """Refuse metric options that no built-in metric understands (nothing is silently ignored)."""
+    if options:
+        raise LipcertError(f"Unknown option(s) {sorted(options)} for metric {metric!r}.")

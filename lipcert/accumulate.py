@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_choice, check_eps, check_lipschitz
+from ._checks import check_choice, check_eps, check_lipschitz, check_no_options
 from .certificate import Certificate
 from .certify import IOU_METRICS, METRICS, _evaluate, _evaluate_iou, _higher_is_better
 from .kernels import segment_count_leq
@@ -42,8 +42,16 @@ class CertifiedMetric:
     """
 
     def __init__(
-        self, metric: str, eps, *, lipschitz: float, ignore_index: int | None = 255, average: str = "micro"
+        self,
+        metric: str,
+        eps,
+        *,
+        lipschitz: float,
+        ignore_index: int | None = 255,
+        average: str = "micro",
+        **metric_options,
     ) -> None:
+        check_no_options(metric_options, metric)
         self.metric = check_choice(metric, METRICS, "metric")
         self.eps = check_eps(eps)
         self.lipschitz = check_lipschitz(lipschitz)

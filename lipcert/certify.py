@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_eps, check_levels, check_lipschitz, check_logits, check_target
+from ._checks import (
+    check_choice,
+    check_eps,
+    check_levels,
+    check_lipschitz,
+    check_logits,
+    check_no_options,
+    check_target,
+)
 from .certificate import Certificate
 from .costs import _top2
 from .errors import LipcertError
@@ -110,6 +118,7 @@ def certify_logits(
     lipschitz: float,
     ignore_index: int | None = 255,
     lipschitz_source: str = "declared",
+    **metric_options,
 ) -> Certificate:
     """Worst value of a metric for each image over every perturbation with ``||delta||_2 <= eps`` (Q1).
 
@@ -128,6 +137,8 @@ def certify_logits(
         lipschitz: the Lipschitz constant L (required, never defaulted).
         ignore_index: label excluded from every count, or None.
         lipschitz_source: recorded provenance of L.
+        metric_options: options of the metric; the built-in metrics take none, so any given is refused
+            (weighted objectives: :func:`lipcert.certify_weighted`).
 
     Returns:
         A :class:`Certificate` with ``worst`` (B, E) for pixel_accuracy / stability / miou, (B, E, K) for
@@ -148,6 +159,7 @@ def certify_logits(
         >>> cert.worst.tolist()
         [[1.0, 0.5, 0.0]]
     """
+    check_no_options(metric_options, metric)
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     if metric in IOU_METRICS:

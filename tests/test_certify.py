@@ -206,3 +206,8 @@ def test_certify_runs_one_eval_forward_and_restores_mode():
         ref = certify_logits(net.eval()(x), [0.1], "stability", lipschitz=3.0)
     np.testing.assert_array_equal(cert.worst, ref.worst)
     assert cert.lipschitz_source == "declared"
+
+
+def test_unknown_metric_options_are_refused():
+    with pytest.raises(LipcertError, match="Unknown option"):
+        certify_logits(torch.randn(1, 3, 2, 2), 0.1, "stability", lipschitz=1.0, classes=[1])

@@ -112,3 +112,30 @@ def test_train_cli_on_a_short_digit_run(tmp_path):
     )
     model = load_checkpoint(out)
     assert model.meta["recipe"] == "digits-twin-sigma025" and "commit" in model.meta and model.meta["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_pgd_adversarial_training_and_pir_at_initialisation(scenes, tmp_path):
+    twin = _net(parametrization="plain")
+    cfg = TrainConfig(epochs=3, batch_size=8, tau=1.0, adversarial="pgd", adv_eps=0.5, adv_steps=2, eval_every=0)
+    res = train(twin, scenes, cfg, out=str(tmp_path / "at.pt"), progress=False)
+    assert res["history"][-1]["loss"] < res["history"][0]["loss"]
+    robust = load_checkpoint(tmp_path / "at.pt")
+    fresh = _net(parametrization="plain")
+    pir = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        tau=1.0,
+        adversarial="pgd",
+        adv_steps=1,
+        eval_every=0,
+        lr=1e-9,
+        init_from=str(tmp_path / "at.pt"),
+    )
+    train(fresh, scenes, pir, progress=False)
+    convs = [k for k, v in robust.state_dict().items() if k.endswith("weight") and v.ndim == 4]
+    assert convs
+    for k in convs:  # initialised from the robust checkpoint (lr ~ 0 keeps the conv weights)
+        torch.testing.assert_close(fresh.state_dict()[k], robust.state_dict()[k], atol=1e-6, rtol=1e-5)
+    with pytest.raises(LipcertError):
+        train(_net(parametrization="plain"), scenes, TrainConfig(epochs=1, adversarial="fgsm"), progress=False)
