@@ -64,9 +64,8 @@ def _certify(args: argparse.Namespace) -> int:
         for avg in ("macro", "micro")
     }
     q2 = {m: [] for m in args.metric if m in ("pixel_accuracy", "stability", "recall", "fnr")} if args.level else {}
-    for start in tqdm(range(0, n, args.batch_size), desc="batches", disable=args.no_progress):
-        items = [dataset[i] for i in range(start, min(n, start + args.batch_size))]
-        x, y = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    total = -(-n // args.batch_size)
+    for x, y in tqdm(_batches(dataset, n, args.batch_size), total=total, desc="batches", disable=args.no_progress):
         with torch.no_grad():
             logits = model(x)
         for acc in accs.values():
@@ -120,17 +119,12 @@ def _audit(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
     from .audit import audit
 
     model = _load_model(args.model)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    batches = []
-    for start in range(0, n, args.batch_size):
-        items = [dataset[i] for i in range(start, min(n, start + args.batch_size))]
-        batches.append((torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])))
+    batches = list(_batches(dataset, n, args.batch_size))
     rep = audit(
         model,
         batches,
@@ -251,6 +245,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
+    p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
+    p.add_argument("--root", default=None)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+
+
+def _batches(dataset, n: int, batch_size: int):
+    """(images, labels) batches of the first n items."""
+    import torch
+
+    for start in range(0, n, batch_size):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipcert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -261,11 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_args(cmp_, limit=None)
     cmp_.set_defaults(func=_compare)
     ce = sub.add_parser("certify", help="certify a model on a dataset split (every metric macro and micro)")
-    ce.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
-    ce.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
-    ce.add_argument("--root", default=None)
-    ce.add_argument("--size", type=int, default=64)
-    ce.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    _add_model_data_args(ce)
     ce.add_argument(
         "--metric",
         nargs="+",
@@ -281,11 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--no-progress", action="store_true")
     ce.set_defaults(func=_certify)
     au = sub.add_parser("audit", help="certificates vs attacks on the same images (non-zero exit on a violation)")
-    au.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
-    au.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
-    au.add_argument("--root", default=None)
-    au.add_argument("--size", type=int, default=64)
-    au.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    _add_model_data_args(au)
     au.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
     au.add_argument("--steps", type=int, default=100, help="APGD iterations per loss")
     au.add_argument("--limit", type=int, default=16)

@@ -9,6 +9,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -174,28 +175,7 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             bar.update(1)
     bar.close()
     large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k) if cfg.overhead_size else None
-    return _summarise(
-        cfg,
-        eps,
-        L,
-        k,
-        n_images,
-        settings,
-        acc,
-        miou,
-        iou_micro,
-        recall_micro,
-        curve_acc,
-        curve,
-        sc_metrics,
-        sc_time,
-        t_fwd,
-        t_cert,
-        t_cert1,
-        t_cert64,
-        example,
-        large,
-    )
+    return _summarise(cfg, SimpleNamespace(**{k: v for k, v in locals().items() if k != "cfg"}))
 
 
 def _overhead_at_size(lip_model, channels, cfg, eps, L, k) -> dict:
@@ -220,28 +200,19 @@ def _overhead_at_size(lip_model, channels, cfg, eps, L, k) -> dict:
     }
 
 
-def _summarise(
-    cfg,
-    eps,
-    L,
-    k,
-    n_images,
-    settings,
-    acc,
-    miou,
-    iou_micro,
-    recall_micro,
-    curve_acc,
-    curve,
-    sc_metrics,
-    sc_time,
-    t_fwd,
-    t_cert,
-    t_cert1,
-    t_cert64,
-    example,
-    large,
-) -> dict:
+def _summarise(cfg, run) -> dict:
+    """Turn the accumulated state of :func:`run_compare` (a namespace of its locals) into the results dict."""
+    eps, L, k, n_images, settings, example = run.eps, run.L, run.k, run.n_images, run.settings, run.example
+    acc, miou, iou_micro, recall_micro, curve_acc, curve = (
+        run.acc,
+        run.miou,
+        run.iou_micro,
+        run.recall_micro,
+        run.curve_acc,
+        run.curve,
+    )
+    sc_metrics, sc_time, large = run.sc_metrics, run.sc_time, run.large
+    t_fwd, t_cert, t_cert1, t_cert64 = run.t_fwd, run.t_cert, run.t_cert1, run.t_cert64
     ca = {avg: m.compute() for avg, m in acc.items()}
     cm = {avg: m.compute() for avg, m in miou.items()}
     ci = iou_micro.compute()

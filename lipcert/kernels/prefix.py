@@ -9,6 +9,26 @@ from ..config import NUMBA_FLAGS
 
 
 @njit(**NUMBA_FLAGS)
+def _scatter_by_group(costs, group, n_groups, cap):
+    """CSR layout of the costs <= cap of each group (in input order): (offsets (G+1,), values (m,))."""
+    offsets = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(costs.shape[0]):
+        g = group[i]
+        if g >= 0 and costs[i] <= cap:
+            offsets[g + 1] += 1
+    for g in range(n_groups):
+        offsets[g + 1] += offsets[g]
+    pos = offsets[:-1].copy()
+    values = np.empty(offsets[n_groups], dtype=np.float64)
+    for i in range(costs.shape[0]):
+        g = group[i]
+        if g >= 0 and costs[i] <= cap:
+            values[pos[g]] = costs[i]
+            pos[g] += 1
+    return offsets, values
+
+
+@njit(**NUMBA_FLAGS)
 def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """Sort the costs of each group ascending and take their running sums.
 
@@ -25,21 +45,7 @@ def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
         the number of kept costs; ``prefix[offsets[g] + j]`` is the sum of the ``j + 1`` cheapest costs
         of group g (accumulated in float64, cheapest first).
     """
-    n = costs.shape[0]
-    offsets = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(n):
-        g = group[i]
-        if g >= 0 and costs[i] <= cap:
-            offsets[g + 1] += 1
-    for g in range(n_groups):
-        offsets[g + 1] += offsets[g]
-    pos = offsets[:-1].copy()
-    values = np.empty(offsets[n_groups], dtype=np.float64)
-    for i in range(n):
-        g = group[i]
-        if g >= 0 and costs[i] <= cap:
-            values[pos[g]] = costs[i]
-            pos[g] += 1
+    offsets, values = _scatter_by_group(costs, group, n_groups, cap)
     prefix = np.empty_like(values)
     for g in range(n_groups):
         lo = offsets[g]
@@ -117,27 +123,13 @@ def grouped_flip_counts(costs, group, n_groups, budgets):
         ``(joint, single)``: int64 (G, E): the largest k whose k cheapest costs sum to <= budget, and the
         number of items whose own cost is <= budget.
     """
-    n = costs.shape[0]
     n_eps = budgets.shape[0]
     cap = 0.0
     for e in range(n_eps):
         cap = max(cap, budgets[e])
     joint = np.zeros((n_groups, n_eps), dtype=np.int64)
     single = np.zeros((n_groups, n_eps), dtype=np.int64)
-    offsets = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(n):
-        g = group[i]
-        if g >= 0 and costs[i] <= cap:
-            offsets[g + 1] += 1
-    for g in range(n_groups):
-        offsets[g + 1] += offsets[g]
-    pos = offsets[:-1].copy()
-    values = np.empty(offsets[n_groups], dtype=np.float64)
-    for i in range(n):
-        g = group[i]
-        if g >= 0 and costs[i] <= cap:
-            values[pos[g]] = costs[i]
-            pos[g] += 1
+    offsets, values = _scatter_by_group(costs, group, n_groups, cap)
     for g in range(n_groups):
         lo = offsets[g]
         m = offsets[g + 1] - lo
