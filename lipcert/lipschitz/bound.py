@@ -32,10 +32,8 @@ _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor a
     torch.permute,
     torch.squeeze,
     torch.unsqueeze,
-    operator.getitem,
     operator.neg,
     torch.neg,
-    F.pad,
     torch.chunk,
     torch.split,
     torch.transpose,
@@ -55,7 +53,6 @@ _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor a
     "float",
     "to",
     "neg",
-    "__getitem__",
     "size",
     "dim",
 }
@@ -181,6 +178,20 @@ def _function_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> flo
     name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
     if target in _KEEP:
         return prev[0] if prev else 0.0
+    if target in (operator.getitem, "__getitem__"):
+        # basic indexing selects each coordinate at most once (a contraction); advanced indexing can repeat
+        index = node.args[1] if len(node.args) > 1 else None
+        parts = index if isinstance(index, tuple) else (index,)
+        if all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts):
+            return prev[0] if prev else 0.0
+        unknown.append(f"{node.name} (indexing with {index!r}: may repeat coordinates)")
+        return math.nan
+    if target is F.pad:
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        if mode == "constant":  # zero (or constant) padding embeds isometrically
+            return prev[0] if prev else 0.0
+        unknown.append(f"{node.name} (F.pad mode={mode!r} repeats pixels)")
+        return math.nan
     if target in _SUM:
         scale = node.kwargs.get("alpha", 1.0)
         return sum(prev[:1]) + abs(scale) * sum(prev[1:]) if prev else 0.0

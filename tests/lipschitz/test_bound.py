@@ -152,3 +152,31 @@ def test_plain_twin_has_a_computed_not_assumed_bound():
     twin = LipUNet(5, widths=[(8, 1), (16, 1)], stem=8, parametrization="plain").eval()
     upper = lipschitz_bound(twin, (3, 16, 16))
     assert math.isfinite(upper) and upper >= lipschitz_lower_bound(twin, torch.rand(1, 3, 16, 16))
+
+
+def test_functional_padding_and_indexing_that_repeat_pixels_are_refused():
+    import torch.nn.functional as F
+
+    class Pad(nn.Module):
+        def __init__(self, mode):
+            super().__init__()
+            self.mode = mode
+
+        def forward(self, x):
+            return F.pad(x, (1, 1, 1, 1), mode=self.mode)
+
+    assert lipschitz_bound(Pad("constant"), (1, 4, 4)) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(LipschitzBoundError, match="reflect"):
+        lipschitz_bound(Pad("reflect"), (1, 4, 4))
+
+    class Slice(nn.Module):
+        def forward(self, x):
+            return x[:, :, 1:, :2]
+
+    class Repeat(nn.Module):
+        def forward(self, x):
+            return x[:, [0, 0]]
+
+    assert lipschitz_bound(Slice(), (2, 4, 4)) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(LipschitzBoundError, match="indexing"):
+        lipschitz_bound(Repeat(), (2, 4, 4))
