@@ -147,11 +147,14 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
         ]
     )
     exact_best = 0.0
-    for i in torch.argsort(cheap, descending=True).tolist():
-        if cheap[i].item() <= exact_best:
+    order = torch.argsort(cheap, descending=True)
+    for start in range(0, order.numel(), chunk):  # refine in batches, largest cheap bounds first
+        idx = order[start : start + chunk]
+        if cheap[idx[0]].item() <= exact_best:
             break  # every remaining block's bound is below an exact value already found
-        gram = _gram_blocks(fo_h[i : i + 1], fo_w[i : i + 1], parts, sign)[0]
-        exact_best = max(exact_best, torch.linalg.eigvalsh(gram)[-1].item())
+        idx = idx[cheap[idx] > exact_best]
+        gram = _gram_blocks(fo_h[idx], fo_w[idx], parts, sign)
+        exact_best = max(exact_best, torch.linalg.eigvalsh(gram)[:, -1].max().item())
     return math.sqrt(max(exact_best, 0.0))
 
 
@@ -195,7 +198,8 @@ def conv2d_bound(module: torch.nn.Conv2d, in_hw: tuple[int, int] | None) -> floa
     _check_padding(module.padding_mode, pads)
     weight = dense_weight(module.weight, module.groups)
     bound = receptive_field_bound(weight, module.stride, module.dilation)
-    if in_hw is not None and module.padding_mode == "zeros":
+    single_tap = weight.shape[2] == weight.shape[3] == 1
+    if in_hw is not None and module.padding_mode == "zeros" and not single_tap:  # a 1x1 bound is already exact
         sizes = (in_hw[0] + pads[2] + pads[3], in_hw[1] + pads[0] + pads[1])
         grid = tuple(int(math.ceil(m / s) * s) for m, s in zip(sizes, module.stride, strict=True))
         bound = min(bound, circular_strided_norm(weight, module.stride, module.dilation, grid))
