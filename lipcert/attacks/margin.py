@@ -69,45 +69,46 @@ class MarginAttack:
         was_training = self.model.training
         self.model.eval()
         x = images.detach()
-        out = x.clone()
         try:
-            if self.eps == 0:
-                return out
-            for i in range(x.shape[0]):
-                out[i : i + 1] = self._attack_one(x[i : i + 1], labels[i : i + 1], ignore_index)
+            out = x.clone() if self.eps == 0 else self._attack(x, labels, ignore_index)
         finally:
             self.model.train(was_training)
         check_within(x, out, self.eps, "l2")
         return out
 
-    def _attack_one(self, x, y, ignore_index):
+    def _attack(self, x, y, ignore_index):
+        """All images at once: image b targets its own cheapest set; losses are summed per image, and in
+        eval mode the images do not interact, so each gradient is the image's own."""
+        b = x.shape[0]
         valid = y != ignore_index
         y0 = torch.where(valid, y, torch.zeros_like(y))
         with torch.no_grad():
             logits = self.model(x)
-            m = self._margins(logits, y0)
-        correct = (valid & (m > 0)).flatten()
-        order = torch.argsort(m.flatten().masked_fill(~correct, float("inf")))
+            m = self._margins(logits, y0).flatten(1)
+        correct = valid.flatten(1) & (m > 0)
+        order = torch.argsort(m.masked_fill(~correct, float("inf")), dim=1)
+        sizes = [self._sizes(m[i][correct[i]].sort().values) for i in range(b)]
+        n_sizes = max(len(s) for s in sizes)
+        sizes = [s + [s[-1]] * (n_sizes - len(s)) for s in sizes]  # pad by repeating the largest
         best, best_acc = x.clone(), pixel_accuracy(logits, y, ignore_index)
-        for size in self._sizes(m.flatten()[correct].sort().values):
-            if size == 0:
-                continue
-            target = torch.zeros(m.numel(), dtype=torch.bool)
-            target[order[:size]] = True
-            target = target.view_as(m)
+        for j in range(n_sizes):
+            target = torch.zeros_like(correct)
+            for i in range(b):
+                target[i, order[i, : sizes[i][j]]] = True
+            target &= correct
             x_adv = x.clone()
             for it in range(self.steps):
                 z = x_adv.clone().requires_grad_(True)
-                margins = self._margins(self.model(z), y0)
-                loss = torch.relu(margins + self.kappa)[target].sum()
+                margins = self._margins(self.model(z), y0).flatten(1)
+                loss = (torch.relu(margins + self.kappa) * target).sum()
                 if loss.item() == 0:
                     break
                 (g,) = torch.autograd.grad(loss, z)
                 step = self.eps * 0.5 * (1 + math.cos(math.pi * it / self.steps)) * 0.5 + 1e-3 * self.eps
-                g = g / _norm(g, "l2").clamp_min(1e-12).view(-1, 1, 1, 1)
+                g = g / _norm(g, "l2").clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
                 x_adv = project(x, x_adv - step * g, self.eps, "l2").detach()
             with torch.no_grad():
                 acc = pixel_accuracy(self.model(x_adv), y, ignore_index)
-            if acc.item() <= best_acc.item():
-                best, best_acc = x_adv, acc
+            better = acc <= best_acc
+            best[better], best_acc[better] = x_adv[better], acc[better]
         return best
