@@ -31,8 +31,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=10)
     args = parser.parse_args(argv)
     gen = torch.Generator().manual_seed(0)
-    print(f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}\n")
+    print(
+        f"machine: {platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}\n"
+    )
     eps = [0.05, 0.1, 0.25]
     logits, target = _data(gen, 1, 19, 8, 8)
     lipcert.certify_logits(logits, eps, "iou", target, lipschitz=1.0)  # compile
@@ -42,8 +44,10 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     lipcert.certify_logits(logits, eps, "iou", target, lipschitz=1.0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"| per-class IoU, one image (exact two-list sweep) | 19x1024x2048 | {len(eps)} | "
-          f"{time.perf_counter() - t0:.2f} | {rss:.0f} |")
+    print(
+        f"| per-class IoU, one image (exact two-list sweep) | 19x1024x2048 | {len(eps)} | "
+        f"{time.perf_counter() - t0:.2f} | {rss:.0f} |"
+    )
     acc = lipcert.CertifiedMetric("iou", eps, lipschitz=1.0, average="micro")
     t0 = time.perf_counter()
     for _ in range(0, args.images, args.batch):
@@ -55,13 +59,19 @@ def main(argv=None) -> None:
     t_compute = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     frontier = sum(p[0].size for parts in acc._frontiers.values() for p in parts)
-    print(f"| pooled per-class IoU (Dinkelbach, exact), {args.images} images | 19x256x512 | {len(eps)} | "
-          f"{t_update:.1f} (update) + {t_compute:.2f} (compute) | {rss:.0f} |")
-    print(f"\nstored hull points: {frontier} ({frontier * 16 / 2**20:.1f} MB); pooled worst IoU at eps="
-          f"{eps[-1]}: mean over classes {np.nanmean(cert.worst[-1]):.4f}")
+    print(
+        f"| pooled per-class IoU (Dinkelbach, exact), {args.images} images | 19x256x512 | {len(eps)} | "
+        f"{t_update:.1f} (update) + {t_compute:.2f} (compute) | {rss:.0f} |"
+    )
+    print(
+        f"\nstored hull points: {frontier} ({frontier * 16 / 2**20:.1f} MB); pooled worst IoU at eps="
+        f"{eps[-1]}: mean over classes {np.nanmean(cert.worst[-1]):.4f}"
+    )
     logits, target = _data(gen, 1, 4, 16, 16)
-    print("\n| joint mIoU (CP-SAT), 4x16x16 | eps | seconds | status | proven lower bound (exact if status exact) "
-          "| mean-of-classes bound |")
+    print(
+        "\n| joint mIoU (CP-SAT), 4x16x16 | eps | seconds | status | proven lower bound (exact if status exact) "
+        "| mean-of-classes bound |"
+    )
     print("|---|---|---|---|---|---|")
     for e in (0.1, 0.3, 0.6):
         t0 = time.perf_counter()

@@ -41,6 +41,13 @@ def main(argv=None) -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--ratio-size", type=int, nargs=2, default=[64, 128])
+    parser.add_argument(
+        "--bound-size",
+        type=int,
+        nargs=2,
+        default=[256, 512],
+        help="input size at which lipschitz_bound is timed (its cost grows with H * W)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--archs", nargs="+", default=list(ARCHS))
@@ -59,7 +66,7 @@ def main(argv=None) -> None:
         net = ARCHS[name]().eval()
         exported = export_plain(net)
         t0 = time.perf_counter()
-        upper = lipschitz_bound(exported, (3, args.height, args.width))
+        upper = lipschitz_bound(exported, (3, *args.bound_size))
         t_bound = time.perf_counter() - t0
         h, w = args.ratio_size
         lower = lipschitz_lower_bound(exported, torch.rand(3, 3, h, w), n_iter=40, n_random=4)
