@@ -139,6 +139,13 @@ def evaluate(
     Returns:
         dict with ``pixel_accuracy_micro``, ``iou`` (K,), ``miou_pooled``, and when certified
         ``certified_pixel_accuracy_macro``, ``lipschitz``.
+
+    Example:
+        >>> from lipcert.data import DigitScenes
+        >>> from lipcert.models import LipUNet
+        >>> ev = evaluate(LipUNet(11, widths=[(8, 1)], stem=8, gain=8.0), DigitScenes("test", n=2), eps=0.1)
+        >>> sorted(k for k in ev if k != "iou")[:3]
+        ['certified_pixel_accuracy_macro', 'eps', 'lipschitz']
     """
     frozen = export_plain(model)
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -187,6 +194,13 @@ def recalibrate_centering(model: nn.Module, dataset, *, n_images: int = 1024, ba
 
     Returns:
         The model, in eval mode.
+
+    Example:
+        >>> from lipcert.data import DigitScenes
+        >>> from lipcert.models import LipUNet
+        >>> net = recalibrate_centering(LipUNet(11, widths=[(8, 1)], stem=8), DigitScenes(n=4), n_images=4)
+        >>> net.training
+        False
     """
     model.eval()
     centering = [m for m in model.modules() if isinstance(m, torchlip.BatchCentering)]

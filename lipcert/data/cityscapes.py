@@ -75,6 +75,11 @@ class Cityscapes(_PairDataset):
             (see :mod:`lipcert.data.transforms`).
 
     Items: image float32 (3, H, W) in [0, 1], target int64 (H, W) in [0, 19) or 255.
+
+    Example (with the dataset on disk; the loaders are tested on fake trees)::
+
+        ds = Cityscapes("CITYSCAPES", split="val", size=(512, 1024))
+        image, target = ds[0]
     """
 
     num_classes = 19

@@ -29,6 +29,11 @@ class OxfordIIITPet(_PairDataset):
         transform: a callable ``(image, target) -> (image, target)`` on numpy arrays.
 
     Items: image float32 (3, H, W) in [0, 1], target int64 (H, W).
+
+    Example (with the dataset on disk; the loaders are tested on fake trees)::
+
+        ds = OxfordIIITPet("PETS", split="test", classes=3, size=128)
+        image, target = ds[0]
     """
 
     def __init__(self, root, split: str = "trainval", classes: int = 3, size=None, transform=None) -> None:

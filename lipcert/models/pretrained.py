@@ -67,6 +67,11 @@ def load_pretrained(name: str) -> nn.Module:
 
     Args:
         name: one of :func:`list_pretrained`.
+
+    Example:
+        >>> model = load_pretrained("digits-lipunet")
+        >>> model.config["arch"], model.training
+        ('LipUNet', False)
     """
     if name not in list_pretrained():
         raise LipcertError(f"Unknown pretrained model {name!r}; available: {list_pretrained()}.")

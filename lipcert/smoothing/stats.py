@@ -18,12 +18,21 @@ CORRECTIONS = ("holm", "bonferroni", "kfwer")
 
 
 def pvalue_table(n: int, tau: float) -> np.ndarray:
-    """float64 (n+1,): ``P[Bin(n, tau) >= c]`` for c = 0..n."""
+    """float64 (n+1,): ``P[Bin(n, tau) >= c]`` for c = 0..n.
+
+    Example:
+        >>> [round(float(p), 4) for p in pvalue_table(2, 0.5)]
+        [1.0, 0.75, 0.25]"""
     return binom.sf(np.arange(n + 1) - 1, n, tau)
 
 
 def pvalues(counts: np.ndarray, n: int, tau: float) -> np.ndarray:
-    """One-sided binomial p-values of H0: P(f = mode) <= tau, for integer counts in [0, n]."""
+    """One-sided binomial p-values of H0: P(f = mode) <= tau, for integer counts in [0, n].
+
+    Example:
+        >>> import numpy as np
+        >>> pvalues(np.array([2, 1]), 2, 0.5).tolist()
+        [0.25, 0.75]"""
     return pvalue_table(n, tau)[counts]
 
 
@@ -47,6 +56,11 @@ def reject(
 
     Returns:
         bool (P,).
+
+    Example:
+        >>> import numpy as np
+        >>> reject(np.array([100, 100, 60]), n=100, tau=0.7, alpha=0.01).tolist()
+        [True, True, False]
     """
     if correction not in CORRECTIONS:
         raise LipcertError(f"Expected `correction` in {CORRECTIONS}, but got {correction!r}.")
@@ -76,7 +90,11 @@ def reject(
 
 
 def radius(sigma: float, tau: float) -> float:
-    """Certified l2 radius ``sigma * Phi^-1(tau)`` of every certified pixel."""
+    """Certified l2 radius ``sigma * Phi^-1(tau)`` of every certified pixel.
+
+    Example:
+        >>> round(radius(0.25, 0.8413447), 4)
+        0.25"""
     return float(sigma * norm.ppf(tau))
 
 
@@ -107,7 +125,10 @@ def tau_ceiling(n: int, pixels: int, alpha: float, correction: str = "holm", k: 
 
 
 def check_reachable(tau: float, n: int, pixels: int, alpha: float, correction: str = "holm", k: int = 1) -> None:
-    """Raise when tau is above the ceiling (nothing could ever be certified) or n is too small for alpha."""
+    """Raise when tau is above the ceiling (nothing could ever be certified) or n is too small for alpha.
+
+    Example:
+        >>> check_reachable(0.8, n=100, pixels=4096, alpha=0.001)  # fine: below the ceiling 0.8588"""
     ceiling = tau_ceiling(n, pixels, alpha, correction, k)
     if ceiling <= 0.5:
         raise LipcertError(
@@ -123,5 +144,9 @@ def check_reachable(tau: float, n: int, pixels: int, alpha: float, correction: s
 
 
 def min_samples(tau: float, pixels: int, alpha: float) -> int:
-    """Smallest n for which tau is below the ceiling."""
+    """Smallest n for which tau is below the ceiling.
+
+    Example:
+        >>> min_samples(0.9, pixels=4096, alpha=0.001)
+        145"""
     return int(math.ceil(math.log(alpha / pixels) / math.log(tau)))
