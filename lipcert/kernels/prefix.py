@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 
@@ -107,7 +107,7 @@ def segment_value_at(offsets, values, counts):
     return out
 
 
-@njit(**NUMBA_FLAGS)
+@njit(parallel=True, **NUMBA_FLAGS)
 def grouped_flip_counts(costs, group, n_groups, budgets):
     """Per group and budget: the greedy (exact) number of flips, and the number of single affordable items.
 
@@ -130,7 +130,7 @@ def grouped_flip_counts(costs, group, n_groups, budgets):
     joint = np.zeros((n_groups, n_eps), dtype=np.int64)
     single = np.zeros((n_groups, n_eps), dtype=np.int64)
     offsets, values = _scatter_by_group(costs, group, n_groups, cap)
-    for g in range(n_groups):
+    for g in prange(n_groups):  # groups are independent
         lo = offsets[g]
         m = offsets[g + 1] - lo
         if m == 0:
