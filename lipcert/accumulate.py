@@ -95,11 +95,12 @@ class CertifiedMetric:
             self._add_macro("clean", unit_values(ev.clean_num, ev.den, False))
 
     def _update_iou(self, logits, target) -> None:
+        macro = self.average == "macro"  # pooled values only need the sorted costs, not per-image sweeps
         problem, worst, naive, clean, _ = _evaluate_iou(
-            logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index
+            logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index, per_image=macro
         )
         self._n_images += problem.n_images
-        if self.average == "macro":
+        if macro:
             for name, values in (("worst", worst), ("naive", naive), ("clean", clean)):
                 self._add_macro(name, values)
             return

@@ -86,11 +86,16 @@ def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
     )
 
 
-def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index):
-    """(problem, worst, naive, clean, margin) per image: (B, E, K) for iou, (B, E) for miou."""
+def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_image=True):
+    """(problem, worst, naive, clean, margin) per image: (B, E, K) for iou, (B, E) for miou.
+
+    With ``per_image=False`` only the problem (sorted costs) is built; the values are None.
+    """
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
     budgets = _budgets(eps)
     problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, float(budgets.max()))
+    if not per_image:
+        return problem, None, None, None, margin
     worst, naive, clean = iou_per_image(problem, budgets)
     if metric == "miou":
         worst, naive, clean = mean_over_classes(worst), mean_over_classes(naive), mean_over_classes(clean)
