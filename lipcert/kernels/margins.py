@@ -31,17 +31,17 @@ def top2_margin(logits):
         b = job // n_blocks
         lo = (job % n_blocks) * _BLOCK
         hi = min(n_size, lo + _BLOCK)
-        best = np.empty(hi - lo, dtype=np.float64)
-        second = np.empty(hi - lo, dtype=np.float64)
+        best = np.empty(hi - lo, dtype=logits.dtype)  # compare in the input precision (exact)
+        second = np.empty(hi - lo, dtype=logits.dtype)
         for n in range(lo, hi):
-            v = np.float64(logits[b, 0, n])
+            v = logits[b, 0, n]
             if not np.isfinite(v):
                 bad[job] = True
             best[n - lo] = v
             second[n - lo] = -np.inf
         for k in range(1, k_size):
             for n in range(lo, hi):
-                v = np.float64(logits[b, k, n])
+                v = logits[b, k, n]
                 if not np.isfinite(v):
                     bad[job] = True
                 if v > best[n - lo]:
@@ -51,7 +51,7 @@ def top2_margin(logits):
                 elif v > second[n - lo]:
                     second[n - lo] = v
         for n in range(lo, hi):
-            margin[b, n] = best[n - lo] - second[n - lo]
+            margin[b, n] = np.float64(best[n - lo]) - np.float64(second[n - lo])
     return pred, margin, not bad.any()
 
 
