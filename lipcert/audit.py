@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .attacks import SEA, pixel_accuracy
 from .certify import certify_logits
+from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
 
 
@@ -83,13 +85,12 @@ def audit(
     """
     eps = [float(e) for e in np.atleast_1d(eps)]
     frozen = export_plain(model)
-    first = None
-    batches = []
-    for batch in loader:
-        batches.append(batch)
-        first = first if first is not None else batch[0]
+    batches = iter(loader)  # consumed lazily: only the first batch is read ahead, for the input shape
+    first = next(batches, None)
+    if first is None:
+        raise LipcertError("audit needs at least one (images, labels) batch.")
     if lipschitz is None:
-        L, source = lipschitz_bound(frozen, tuple(first.shape[1:])), "computed"
+        L, source = lipschitz_bound(frozen, tuple(first[0].shape[1:])), "computed"
     else:
         L, source = float(lipschitz), "declared"
     if attack_factory is None:
@@ -101,7 +102,7 @@ def audit(
     sums = {k: np.zeros((len(eps), 2)) for k in ("certified", "attacked")}  # micro: correct, valid
     per_image = {k: [[] for _ in eps] for k in ("certified", "attacked")}
     index = 0
-    for x, y in tqdm(batches, desc="audit", disable=not progress):
+    for x, y in tqdm(itertools.chain([first], batches), desc="audit", disable=not progress):
         with torch.no_grad():
             logits = frozen(x)
         cert = certify_logits(logits, eps, "pixel_accuracy", y, lipschitz=L, ignore_index=ignore_index)

@@ -253,6 +253,15 @@ def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
 
 
+def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int) -> None:
+    p.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
+    p.add_argument("--limit", type=int, default=limit)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="lipcert_out")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def _batches(dataset, n: int, batch_size: int):
     """(images, labels) batches of the first n items."""
     import torch
@@ -280,22 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["pixel_accuracy", "stability", "recall", "fnr", "iou", "miou"],
     )
     ce.add_argument("--level", type=float, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
-    ce.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
-    ce.add_argument("--limit", type=int, default=None)
-    ce.add_argument("--batch-size", type=int, default=16)
-    ce.add_argument("--seed", type=int, default=0)
-    ce.add_argument("--out", default="lipcert_out")
-    ce.add_argument("--no-progress", action="store_true")
+    _add_run_args(ce, limit=None, batch_size=16)
     ce.set_defaults(func=_certify)
     au = sub.add_parser("audit", help="certificates vs attacks on the same images (non-zero exit on a violation)")
     _add_model_data_args(au)
-    au.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
     au.add_argument("--steps", type=int, default=100, help="APGD iterations per loss")
-    au.add_argument("--limit", type=int, default=16)
-    au.add_argument("--batch-size", type=int, default=8)
-    au.add_argument("--seed", type=int, default=0)
-    au.add_argument("--out", default="lipcert_out")
-    au.add_argument("--no-progress", action="store_true")
+    _add_run_args(au, limit=16, batch_size=8)
     au.set_defaults(func=_audit)
     tr = sub.add_parser("train", help="train a model from a named recipe")
     tr.add_argument("--recipe", required=True, help="e.g. digits-lipunet, digits-twin-sigma025")
