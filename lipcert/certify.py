@@ -46,7 +46,7 @@ class _Evaluation:
     den: np.ndarray  # (B, G)
     complement: bool
     per_class: bool
-    margin: np.ndarray  # (B, H, W) top1 - top2
+    radius: np.ndarray  # (B, H, W) per-pixel certified radius (top1 - top2) / (sqrt(2) L)
 
 
 def _inputs(logits, target, metric, ignore_index, check_range=True):
@@ -66,16 +66,19 @@ def _prepare(logits, target, metric, ignore_index):
     return t, tgt, pred, margin
 
 
-def _unit_problem(logits, target, metric, lipschitz, ignore_index):
-    """(problem, margin (B, H, W)) of a unit-value metric, from one fused pass over the logits."""
+def _unit_problem(logits, target, metric, lipschitz, ignore_index, cap=np.inf):
+    """(problem, per-pixel radius (B, H, W)) of a unit-value metric, from one fused pass over the logits.
+
+    ``cap``: the largest budget that will be asked (candidates costing more are left out), inf for Q2.
+    """
     t, tgt = _inputs(logits, target, metric, ignore_index, check_range=False)
     b, k, h, w = t.shape
     if t.dtype not in (torch.float32, torch.float64):
         t = t.float()  # float16 / bfloat16 -> float32 is exact
     z = np.ascontiguousarray(t.numpy().reshape(b, k, h * w))
     flat_t = None if tgt is None else np.ascontiguousarray(tgt.reshape(b, -1))
-    problem, _, margin = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index)
-    return problem, margin.reshape(b, h, w)
+    problem, radius = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index, cap)
+    return problem, radius.reshape(b, h, w)
 
 
 def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
@@ -103,10 +106,10 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_imag
 
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
-    problem, margin = _unit_problem(logits, target, metric, lipschitz, ignore_index)
+    problem, radius = _unit_problem(logits, target, metric, lipschitz, ignore_index, float(_budgets(eps).max()))
     worst_num, naive_num = unit_counts(problem, eps)
     return _Evaluation(
-        worst_num, naive_num, problem.clean_num, problem.den, problem.complement, metric in PER_CLASS_UNIT, margin
+        worst_num, naive_num, problem.clean_num, problem.den, problem.complement, metric in PER_CLASS_UNIT, radius
     )
 
 
@@ -198,7 +201,7 @@ def certify_logits(
         higher_is_better=_higher_is_better(metric),
         solver="greedy on sorted costs (exact)",
         status="exact",
-        pixel_radius=ev.margin / (np.sqrt(2.0) * L),
+        pixel_radius=ev.radius,
     )
 
 

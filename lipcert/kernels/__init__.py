@@ -5,10 +5,11 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 ``values[offsets[g]:offsets[g + 1]]``.
 """
 
+from .greedy import grouped_flip_counts, unit_candidates
 from .iou import iou_frontier, iou_worst
 from .knapsack import dantzig_bound
-from .margins import top2_margin, unit_candidates
-from .prefix import grouped_flip_counts, grouped_sorted_prefix, segment_count_leq, segment_value_at
+from .margins import top2_margin
+from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
 
 __all__ = [
     "dantzig_bound",

@@ -7,7 +7,32 @@ from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 
-_BLOCK = 4096  # pixels per parallel block
+_BLOCK = 4096  # pixels per parallel job
+_TILE = 512  # pixels whose running top-2 stays in L1 while the classes stream past
+
+
+@njit(**NUMBA_FLAGS)
+def _top2_tile(logits, b, lo, n, best, second, arg, check):
+    """Running top-2 of pixels ``lo .. lo + n`` of image b, compared in the input precision.
+
+    Writes ``best``, ``second``, ``arg`` (first maximum) and ``check`` (0 for a pixel whose logits are all
+    finite, NaN otherwise: ``v - v`` is NaN exactly for NaN and +-inf). Branch-free, so it vectorises.
+    """
+    for i in range(n):
+        v = logits[b, 0, lo + i]
+        best[i] = v
+        second[i] = -np.inf
+        arg[i] = 0
+        check[i] = v - v
+    for k in range(1, logits.shape[1]):
+        for i in range(n):
+            v = logits[b, k, lo + i]
+            top = best[i]
+            lower = v if v < top else top
+            second[i] = lower if lower > second[i] else second[i]
+            arg[i] = k if v > top else arg[i]
+            best[i] = v if v > top else top
+            check[i] += v - v
 
 
 @njit(parallel=True, **NUMBA_FLAGS)
@@ -22,89 +47,24 @@ def top2_margin(logits):
         logit is NaN or infinite (then pred and margin are meaningless). Blocks of pixels run in parallel;
         each pixel's result does not depend on the blocking.
     """
-    b_size, k_size, n_size = logits.shape
-    pred = np.zeros((b_size, n_size), dtype=np.int64)
+    b_size, _, n_size = logits.shape
+    pred = np.empty((b_size, n_size), dtype=np.int64)
     margin = np.empty((b_size, n_size), dtype=np.float64)
     n_blocks = (n_size + _BLOCK - 1) // _BLOCK
     bad = np.zeros(b_size * n_blocks, dtype=np.bool_)
     for job in prange(b_size * n_blocks):
         b = job // n_blocks
-        lo = (job % n_blocks) * _BLOCK
-        hi = min(n_size, lo + _BLOCK)
-        best = np.empty(hi - lo, dtype=logits.dtype)  # compare in the input precision (exact)
-        second = np.empty(hi - lo, dtype=logits.dtype)
-        for n in range(lo, hi):
-            v = logits[b, 0, n]
-            if not np.isfinite(v):
-                bad[job] = True
-            best[n - lo] = v
-            second[n - lo] = -np.inf
-        for k in range(1, k_size):
-            for n in range(lo, hi):
-                v = logits[b, k, n]
-                if not np.isfinite(v):
+        best = np.empty(_TILE, dtype=logits.dtype)
+        second = np.empty(_TILE, dtype=logits.dtype)
+        arg = np.empty(_TILE, dtype=np.int32)
+        check = np.empty(_TILE, dtype=logits.dtype)
+        hi = min(n_size, (job % n_blocks + 1) * _BLOCK)
+        for lo in range((job % n_blocks) * _BLOCK, hi, _TILE):
+            n = min(_TILE, hi - lo)
+            _top2_tile(logits, b, lo, n, best, second, arg, check)
+            for i in range(n):
+                margin[b, lo + i] = np.float64(best[i]) - np.float64(second[i])
+                pred[b, lo + i] = arg[i]
+                if check[i] != 0:
                     bad[job] = True
-                if v > best[n - lo]:
-                    second[n - lo] = best[n - lo]
-                    best[n - lo] = v
-                    pred[b, n] = k
-                elif v > second[n - lo]:
-                    second[n - lo] = v
-        for n in range(lo, hi):
-            margin[b, n] = np.float64(best[n - lo]) - np.float64(second[n - lo])
     return pred, margin, not bad.any()
-
-
-@njit(parallel=True, **NUMBA_FLAGS)
-def unit_candidates(logits, target, ignore_index, per_class, correct_only, scale):
-    """One pass for the unit-value certificates: margins, flip costs, candidate groups and clean counts.
-
-    Fuses :func:`top2_margin` with grouping the candidates and checking the labels (blocks of pixels in
-    parallel; counts are integers, so the result does not depend on the blocking).
-
-    Args:
-        logits: float32/float64 (B, K, N); target: int64 (B, N) (``ignore_index`` = ignored).
-        per_class: group candidates by ground-truth class (recall / fnr) instead of one group per image.
-        correct_only: candidates are the correctly classified pixels (else every valid pixel: stability).
-        scale: ``1 / (2 L**2)``, so that cost = margin**2 * scale.
-
-    Returns:
-        ``(pred, margin, costs, group, clean_num, den, finite, labels_ok)``: int64 (B, N), float64 (B, N),
-        float64 (B*N,), int64 (B*N,) group ``b * G + g`` or -1, float64 (B, G) candidate and valid counts,
-        and two flags (finite logits; every label in [0, K) or ignored).
-    """
-    b_size, k_size, n_size = logits.shape
-    g_size = k_size if per_class else 1
-    pred, margin, finite = top2_margin(logits)
-    costs = np.empty(b_size * n_size, dtype=np.float64)
-    group = np.full(b_size * n_size, -1, dtype=np.int64)
-    n_blocks = (n_size + _BLOCK - 1) // _BLOCK
-    part_clean = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
-    part_den = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
-    bad = np.zeros(b_size * n_blocks, dtype=np.bool_)
-    for job in prange(b_size * n_blocks):
-        b = job // n_blocks
-        lo = (job % n_blocks) * _BLOCK
-        for n in range(lo, min(n_size, lo + _BLOCK)):
-            i = b * n_size + n
-            m = margin[b, n]
-            costs[i] = m * m * scale
-            t = target[b, n]
-            if t == ignore_index:
-                continue
-            if t < 0 or t >= k_size:
-                bad[job] = True
-                continue
-            g = t if per_class else 0
-            part_den[job, g] += 1
-            if (not correct_only) or pred[b, n] == t:
-                part_clean[job, g] += 1
-                group[i] = b * g_size + g
-    clean_num = np.zeros((b_size, g_size), dtype=np.float64)
-    den = np.zeros((b_size, g_size), dtype=np.float64)
-    for job in range(b_size * n_blocks):
-        b = job // n_blocks
-        for g in range(g_size):
-            clean_num[b, g] += part_clean[job, g]
-            den[b, g] += part_den[job, g]
-    return pred, margin, costs, group, clean_num, den, finite, not bad.any()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..config import NUMBA_FLAGS
 
@@ -105,78 +105,3 @@ def segment_value_at(offsets, values, counts):
             else:
                 out[g, j] = values[offsets[g] + k - 1]
     return out
-
-
-@njit(parallel=True, **NUMBA_FLAGS)
-def grouped_flip_counts(costs, group, n_groups, budgets):
-    """Per group and budget: the greedy (exact) number of flips, and the number of single affordable items.
-
-    The same answer as sorting each group and searching its running sums, in linear time: costs are
-    bucketed into as many equal-width bins on [0, max budget] as the group has items; whole bins are taken
-    while their cumulative sum fits, then only the first bin that does not fit is sorted and added item by
-    item. Items costing more than every budget are never flippable and are skipped.
-
-    Args:
-        costs: float64 (n,) >= 0; group: int64 (n,) in [0, n_groups) or -1; budgets: float64 (E,) >= 0.
-
-    Returns:
-        ``(joint, single)``: int64 (G, E): the largest k whose k cheapest costs sum to <= budget, and the
-        number of items whose own cost is <= budget.
-    """
-    n_eps = budgets.shape[0]
-    cap = 0.0
-    for e in range(n_eps):
-        cap = max(cap, budgets[e])
-    joint = np.zeros((n_groups, n_eps), dtype=np.int64)
-    single = np.zeros((n_groups, n_eps), dtype=np.int64)
-    offsets, values = _scatter_by_group(costs, group, n_groups, cap)
-    for g in prange(n_groups):  # groups are independent
-        lo = offsets[g]
-        m = offsets[g + 1] - lo
-        if m == 0:
-            continue
-        seg = values[lo : lo + m]
-        nb = m
-        width = cap / nb if cap > 0 else 1.0
-        bin_of = np.empty(m, dtype=np.int64)
-        count = np.zeros(nb + 1, dtype=np.int64)
-        total = np.zeros(nb + 1, dtype=np.float64)
-        for j in range(m):
-            b = min(nb - 1, int(seg[j] / width)) if cap > 0 else 0
-            bin_of[j] = b
-            count[b + 1] += 1
-        start = np.zeros(nb + 1, dtype=np.int64)
-        for b in range(nb):
-            start[b + 1] = start[b] + count[b + 1]
-        fill = start[:-1].copy()
-        by_bin = np.empty(m, dtype=np.float64)
-        for j in range(m):
-            b = bin_of[j]
-            by_bin[fill[b]] = seg[j]
-            fill[b] += 1
-        for b in range(nb):  # cumulative sums over whole bins, cheapest bins first
-            acc = 0.0
-            for j in range(start[b], start[b + 1]):
-                acc += by_bin[j]
-            total[b + 1] = total[b] + acc
-        for e in range(n_eps):
-            budget = budgets[e]
-            full = np.searchsorted(total, budget, side="right") - 1  # whole bins [0, full) fit
-            k = start[full]
-            if full < nb:
-                part = np.sort(by_bin[start[full] : start[full + 1]])
-                rest = budget - total[full]
-                acc = 0.0
-                for v in part:
-                    acc += v
-                    if acc > rest:
-                        break
-                    k += 1
-            joint[g, e] = k
-            jb = min(nb - 1, int(budget / width)) if cap > 0 else 0
-            s = start[jb]
-            for j in range(start[jb], start[jb + 1]):
-                if by_bin[j] <= budget:
-                    s += 1
-            single[g, e] = s
-    return joint, single

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .greedy import bin_of, bin_scale, n_bins
+from .margins import _BLOCK
+
 
 def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """numpy twin of :func:`lipcert.kernels.prefix.grouped_sorted_prefix`."""
@@ -80,27 +83,38 @@ def iou_frontier(tp_prefix, fp_prefix, budget):
     return np.stack([a, b], 1).astype(np.int64)
 
 
-def unit_candidates(logits, target, ignore_index, per_class, correct_only, scale):
-    """numpy twin of :func:`lipcert.kernels.margins.unit_candidates`."""
+def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipschitz, cap):
+    """numpy twin of :func:`lipcert.kernels.greedy.unit_candidates` (candidate slots only are defined)."""
     pred, margin, finite = top2_margin(logits)
-    k = logits.shape[1]
-    valid = target != ignore_index
-    labels_ok = bool(np.all(~valid | ((target >= 0) & (target < k))))
-    t = np.where(valid & (target >= 0) & (target < k), target, ignore_index)
-    group, clean_num, den = _unit_groups(pred, t, k, ignore_index, per_class, correct_only)
-    return pred, margin, (margin**2 * scale).ravel(), group, clean_num, den, finite, labels_ok
-
-
-def _unit_groups(pred, target, n_classes, ignore_index, per_class, correct_only):
-    b_size, n_size = pred.shape
-    g_size = n_classes if per_class else 1
-    valid = target != ignore_index
+    b_size, k, n = logits.shape
+    g_size = k if per_class else 1
+    in_range = (target >= 0) & (target < k)
+    valid = (target != ignore_index) & in_range
+    labels_ok = bool(np.all((target == ignore_index) | in_range))
     cand = valid & (pred == target) if correct_only else valid
     cls = np.where(valid, target, 0) if per_class else np.zeros_like(target)
-    group = np.where(cand, np.arange(b_size)[:, None] * g_size + cls, -1).astype(np.int64).ravel()
     clean_num = np.stack([np.bincount(cls[i][cand[i]], minlength=g_size) for i in range(b_size)]).astype(float)
     den = np.stack([np.bincount(cls[i][valid[i]], minlength=g_size) for i in range(b_size)]).astype(float)
-    return group, clean_num, den
+    cost = margin**2 * (1.0 / (2.0 * lipschitz * lipschitz))
+    keep = cand & (cost <= cap)
+    nb = n_bins.py_func(n, g_size)
+    n_blocks = -(-n // _BLOCK)
+    costs = np.zeros(b_size * n)
+    cell = np.full(b_size * n, -1, dtype=np.int32)
+    count = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.int32)
+    total = np.zeros((b_size * n_blocks, g_size * nb))
+    for b in range(b_size):
+        for blk in range(n_blocks):
+            lo, hi = blk * _BLOCK, min(n, (blk + 1) * _BLOCK)
+            sel = lo + np.flatnonzero(keep[b, lo:hi])
+            c = cost[b, sel]
+            to_bin = bin_scale.py_func(cap, nb)
+            bins = cls[b, sel] * nb + np.array([bin_of.py_func(x, to_bin, nb) for x in c], dtype=int)
+            costs[b * n + lo : b * n + lo + len(sel)] = c
+            cell[b * n + lo : b * n + lo + len(sel)] = bins
+            np.add.at(count[b * n_blocks + blk], bins, 1)
+            np.add.at(total[b * n_blocks + blk], bins, c)  # in pixel order, as the kernel
+    return margin / (np.sqrt(2.0) * lipschitz), costs, cell, count, total, clean_num, den, finite, labels_ok
 
 
 def dantzig_bound(costs, values, budgets):
@@ -120,7 +134,13 @@ def dantzig_bound(costs, values, budgets):
     return np.asarray(out)
 
 
-def grouped_flip_counts(costs, group, n_groups, budgets):
-    """numpy twin of :func:`lipcert.kernels.prefix.grouped_flip_counts` (full sort + running sums)."""
-    offsets, values, prefix = grouped_sorted_prefix(costs, group, n_groups)
-    return segment_count_leq(offsets, prefix, budgets), segment_count_leq(offsets, values, budgets)
+def grouped_flip_counts(costs, cell, count, total, n_images, groups_per_image, budgets, cap):
+    """numpy twin of :func:`lipcert.kernels.greedy.grouped_flip_counts` (full sort + running sums)."""
+    n = len(costs) // n_images
+    image = np.repeat(np.arange(n_images), n)
+    group = cell // (count.shape[1] // groups_per_image)
+    flat = np.where(cell >= 0, image * groups_per_image + group, -1).astype(np.int64)
+    offsets, values, prefix = grouped_sorted_prefix(costs, flat, n_images * groups_per_image, cap)
+    shape = (n_images, groups_per_image, len(budgets))
+    joint = segment_count_leq(offsets, prefix, budgets).reshape(shape)
+    return joint, segment_count_leq(offsets, values, budgets).reshape(shape)

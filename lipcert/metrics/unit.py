@@ -35,8 +35,11 @@ class _UnitProblem:
 
     n_images: int
     n_groups: int
-    costs: np.ndarray  # float64 (B*N,) flip costs
-    group: np.ndarray  # int64 (B*N,) group b * G + g of each candidate, -1 otherwise
+    cap: float  # candidates costing more are left out: budgets up to cap only
+    costs: np.ndarray  # float64 (B*N,) flip costs of the candidates costing <= cap (compact per block)
+    cell: np.ndarray  # int32 (B*N,) histogram cell g * bins + j of each of those candidates, -1 elsewhere
+    count: np.ndarray  # int32 (B * blocks, G * bins) histograms of those costs (lipcert.kernels.greedy)
+    total: np.ndarray  # float64, same shape: sums of the costs per bin
     clean_num: np.ndarray  # float64 (B, G)
     den: np.ndarray  # float64 (B, G)
     complement: bool  # value reported as 1 - num/den (fnr)
@@ -46,7 +49,7 @@ def _budgets(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
-def build_unit_problem(metric, logits, target, lipschitz, ignore_index):
+def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.inf):
     """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)`` in one pass.
 
     Args:
@@ -54,9 +57,11 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index):
         logits: float32/float64 (B, K, N) C-contiguous logits.
         target: int64 (B, N) labels, or None (stability only: every pixel counts).
         lipschitz: L > 0; ignore_index: label excluded from every count (or None).
+        cap: candidates costing more than ``cap`` are left out of ``problem.group`` (they still count as
+            clean): pass the largest budget when only budgets up to it are asked (Q1), inf for Q2 radii.
 
     Returns:
-        ``(problem, pred, margin)`` with pred int64 (B, N) and margin float64 (B, N).
+        ``(problem, radius)`` with the per-pixel radius float64 (B, N) = margin / (sqrt(2) L).
 
     Raises:
         LipcertError: non-finite logits, labels outside [0, K) other than ``ignore_index``.
@@ -66,8 +71,8 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index):
     no_labels = target is None
     ignore = -1 if (ignore_index is None or no_labels) else int(ignore_index)
     tgt = np.zeros(logits.shape[::2], dtype=np.int64) if no_labels else target
-    pred, margin, costs, group, clean_num, den, finite, labels_ok = unit_candidates(
-        logits, tgt, ignore, per_class, metric not in ("stability",), 1.0 / (2.0 * lipschitz * lipschitz)
+    radius, costs, cell, count, total, clean_num, den, finite, labels_ok = unit_candidates(
+        logits, tgt, ignore, per_class, metric not in ("stability",), lipschitz, cap
     )
     if not finite:
         raise_not_finite()
@@ -75,7 +80,8 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index):
         bad = np.unique(tgt[(tgt != ignore) & ((tgt < 0) | (tgt >= k))])[:5].tolist()
         raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {bad}.")
     n_groups = k if per_class else 1
-    return _UnitProblem(b, n_groups, costs, group, clean_num, den, metric == "fnr"), pred, margin
+    problem = _UnitProblem(b, n_groups, cap, costs, cell, count, total, clean_num, den, metric == "fnr")
+    return problem, radius
 
 
 def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +94,10 @@ def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.
         exceeds ``eps**2``.
     """
     budgets = _budgets(eps)
-    b, g = problem.n_images, problem.n_groups
-    flips, single = grouped_flip_counts(problem.costs, problem.group, b * g, budgets)
-    flips, single = flips.reshape(b, g, -1), single.reshape(b, g, -1)
+    if budgets.max() > problem.cap:
+        raise LipcertError(f"Budget {budgets.max()} exceeds the cap {problem.cap} the problem was built for.")
+    p = problem
+    flips, single = grouped_flip_counts(p.costs, p.cell, p.count, p.total, p.n_images, p.n_groups, budgets, p.cap)
     clean = problem.clean_num[:, :, None]
     return (clean - flips).transpose(0, 2, 1), (clean - single).transpose(0, 2, 1)
 
@@ -99,7 +106,7 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
     """Q2: the smallest eps at which the metric can reach each level (exact under the cost model).
 
     Args:
-        problem: from :func:`build_unit_problem`.
+        problem: from :func:`build_unit_problem` with ``cap=inf`` (every candidate kept).
         levels: float64 (Lv,) target values of the metric (``drop=False``) or drops from the clean value
             (``drop=True``). For fnr a level means "fnr >= level"; for the others "value <= level".
         drop: interpret ``levels`` as drops (rises for fnr) from the clean value.
@@ -119,8 +126,13 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
     # Rounding `need` down can only make the radius smaller: the safe side.
     need = np.ceil(need_real - 1e-9 * np.maximum(den, 1.0)).astype(np.int64)
     b, g = problem.n_images, problem.n_groups
+    if problem.cap != np.inf:
+        raise LipcertError("Q2 radii need every candidate: build the problem with cap=inf.")
     need_g = need.transpose(0, 2, 1).reshape(b * g, -1)
-    offsets, _, prefix = grouped_sorted_prefix(problem.costs, problem.group, b * g)  # Q2 needs every sum
+    image = np.repeat(np.arange(b), problem.cell.shape[0] // b)
+    group = problem.cell // (problem.count.shape[1] // g)  # cell = group * bins per group + bin
+    flat = np.where(problem.cell >= 0, image * g + group, -1)
+    offsets, _, prefix = grouped_sorted_prefix(problem.costs, flat, b * g)  # Q2 needs every sum
     sums = segment_value_at(offsets, prefix, np.ascontiguousarray(need_g))
     radius = np.sqrt(sums / (1.0 + COST_REL_SLACK)).reshape(b, g, -1).transpose(0, 2, 1)
     return np.where(den > 0, radius, np.nan)

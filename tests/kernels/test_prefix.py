@@ -63,35 +63,3 @@ def test_top2_margin_equals_numpy_twin(b, k, n, seed, dtype):
     assert got[2] is True and ref[2] is True
     logits[0, -1, 0] = np.nan
     assert top2_margin(logits)[2] is False and twins.top2_margin(logits)[2] is False
-
-
-@given(
-    st.integers(1, 3), st.integers(2, 5), st.integers(1, 30), st.integers(0, 2**31 - 1), st.booleans(), st.booleans()
-)
-def test_unit_candidates_equals_numpy_twin(b, k, n, seed, per_class, correct_only):
-    from lipcert.kernels import unit_candidates
-
-    rng = np.random.default_rng(seed)
-    logits = rng.integers(-2, 3, size=(b, k, n)).astype(np.float32)
-    target = rng.choice(list(range(k)) + [255], size=(b, n)).astype(np.int64)
-    got = unit_candidates(logits, target, 255, per_class, correct_only, 0.5)
-    ref = twins.unit_candidates(logits, target, 255, per_class, correct_only, 0.5)
-    for x, y in zip(got, ref, strict=True):
-        np.testing.assert_array_equal(x, y)
-    target[0, 0] = k  # an invalid label is reported by both
-    assert unit_candidates(logits, target, 255, per_class, correct_only, 0.5)[-1] is False
-    assert twins.unit_candidates(logits, target, 255, per_class, correct_only, 0.5)[-1] is False
-
-
-@given(st.integers(0, 80), st.integers(1, 4), st.integers(0, 2**31 - 1))
-def test_linear_time_flip_counts_equal_the_sorted_prefix_search(n, n_groups, seed):
-    from lipcert.kernels import grouped_flip_counts
-
-    rng = np.random.default_rng(seed)
-    costs = np.round(rng.exponential(size=n), 2) * rng.integers(0, 2, size=n)  # zeros (ties) and repeats
-    group = rng.integers(-1, n_groups, size=n).astype(np.int64)
-    budgets = np.concatenate([[0.0], np.sort(rng.exponential(size=5) * 4) * (1 + 1e-9)])
-    got = grouped_flip_counts(costs, group, n_groups, budgets)
-    ref = twins.grouped_flip_counts(costs, group, n_groups, budgets)
-    for x, y in zip(got, ref, strict=True):
-        np.testing.assert_array_equal(x, y)

@@ -1,0 +1,258 @@
+"""The exact greedy of the unit-value certificates, in two linear-time passes and without a full sort.
+
+Pass 1 (:func:`unit_candidates`, blocks of pixels in parallel) computes margins, flip costs and per-pixel
+radii, counts
+the clean and valid pixels, keeps the attacker's candidates that some budget can flip (cost <= cap) in a
+compact list per block, and adds each of them to a histogram of equal-width cost bins on [0, cap].
+Pass 2 (:func:`grouped_flip_counts`, images in parallel) answers every budget from the histograms: whole
+bins are taken, cheapest first, while their running sum fits; only the items of the first bin that does
+not fit (and of the bin holding the budget, for the per-pixel count) are gathered, sorted and added one
+by one. The bin of a cost never decreases with the cost, so every item of an earlier bin costs at most as
+much as every item of a later one: the answer is that of sorting every group and searching its running
+sums (the numpy twins do exactly that).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import NUMBA_FLAGS
+from .margins import _BLOCK, _TILE, _top2_tile
+
+_ITEMS_PER_BIN = 4  # bins per group = pixels per block / (4 G): a few items per bin
+
+
+@njit(**NUMBA_FLAGS)
+def n_bins(n_pixels, n_groups):
+    """Histogram bins per group for images of ``n_pixels`` pixels and ``n_groups`` groups (>= 1)."""
+    return max(1, min(n_pixels, _BLOCK) // (_ITEMS_PER_BIN * n_groups))
+
+
+@njit(**NUMBA_FLAGS)
+def bin_scale(cap, n_bin):
+    """The factor of :func:`bin_of`: ``n_bin**2 / cap`` (0 when cap is 0 or inf: a single bin)."""
+    return n_bin * n_bin / cap if 0.0 < cap < np.inf else 0.0
+
+
+@njit(**NUMBA_FLAGS)
+def bin_of(cost, scale, n_bin):
+    """Bin of a cost in [0, cap] among ``n_bin`` bins (``scale`` = :func:`bin_scale`), equal-width in
+    ``sqrt(cost)``, i.e. in the margin, where pixels spread more evenly than in its square. Non-decreasing
+    in the cost (every step is a monotone rounding)."""
+    return min(n_bin - 1, int(np.sqrt(cost * scale)))
+
+
+@njit(parallel=True, **NUMBA_FLAGS)
+def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipschitz, cap):
+    """Pass 1: pixel radii, flip costs, the candidates costing <= cap, their histograms, clean/valid counts.
+
+    Args:
+        logits: float32/float64 (B, K, N) C-contiguous; target: int64 (B, N) (``ignore_index`` = ignored).
+        per_class: group candidates by ground-truth class (recall / fnr, G = K) instead of one group per
+            image (G = 1).
+        correct_only: candidates are the correctly classified pixels (else every valid pixel: stability).
+        lipschitz: L > 0: a pixel's flip cost is ``margin**2 / (2 L**2)``, its radius ``margin / (sqrt(2) L)``.
+        cap: the largest budget that will be asked (inf: keep every candidate; the histograms are then
+            one bin per group and unused).
+
+    Returns:
+        ``(radius, costs, cell, count, total, clean_num, den, finite, labels_ok)``:
+        radius float64 (B, N): margin top1 - top2 over ``sqrt(2) L``;
+        costs float64 (B*N,) and cell int32 (B*N,): the candidates of the block of pixels ``lo:hi`` of
+        image b come first in ``b*N + lo : b*N + hi`` (pixel order), each with its histogram cell
+        ``g * nb + j`` (group g in [0, G), bin j = :func:`bin_of`, ``nb`` = :func:`n_bins`); the rest of
+        that range has cell -1; count int32 and total float64 (B * blocks, G * nb): number and sum of the
+        costs in each cell of each block;
+        clean_num and den float64 (B, G) (candidates, including those above cap; valid pixels); two flags
+        (finite logits; every label in [0, K) or ignored).
+    """
+    b_size, k_size, n_size = logits.shape
+    g_size = k_size if per_class else 1
+    nb = n_bins(n_size, g_size)
+    to_bin = bin_scale(cap, nb)
+    n_blocks = (n_size + _BLOCK - 1) // _BLOCK
+    radius = np.empty((b_size, n_size), dtype=np.float64)
+    scale = 1.0 / (2.0 * lipschitz * lipschitz)
+    radius_den = np.sqrt(2.0) * lipschitz
+    costs = np.empty(b_size * n_size, dtype=np.float64)
+    cell = np.empty(b_size * n_size, dtype=np.int32)
+    count = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.int32)
+    total = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.float64)
+    part_clean = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
+    part_den = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
+    bad_logit = np.zeros(b_size * n_blocks, dtype=np.bool_)
+    bad_label = np.zeros(b_size * n_blocks, dtype=np.bool_)
+    for job in prange(b_size * n_blocks):
+        b = job // n_blocks
+        best = np.empty(_TILE, dtype=logits.dtype)
+        second = np.empty(_TILE, dtype=logits.dtype)
+        arg = np.empty(_TILE, dtype=np.int32)
+        check = np.empty(_TILE, dtype=logits.dtype)
+        start = (job % n_blocks) * _BLOCK
+        hi = min(n_size, start + _BLOCK)
+        out = b * n_size + start  # next free slot of this block's candidate list
+        n_valid, n_clean = 0, 0  # G = 1: counted in registers (an array element would chain the stores)
+        for lo in range(start, hi, _TILE):
+            n = min(_TILE, hi - lo)
+            _top2_tile(logits, b, lo, n, best, second, arg, check)
+            for i in range(n):
+                if check[i] != 0:
+                    bad_logit[job] = True
+                m = np.float64(best[i]) - np.float64(second[i])
+                radius[b, lo + i] = m / radius_den
+                t = target[b, lo + i]
+                if t == ignore_index:
+                    continue
+                if t < 0 or t >= k_size:
+                    bad_label[job] = True
+                    continue
+                g = t if per_class else 0
+                if per_class:
+                    part_den[job, g] += 1
+                else:
+                    n_valid += 1
+                if correct_only and arg[i] != t:
+                    continue
+                if per_class:
+                    part_clean[job, g] += 1
+                else:
+                    n_clean += 1
+                c = m * m * scale
+                if c <= cap:
+                    j = g * nb + bin_of(c, to_bin, nb)
+                    costs[out] = c
+                    cell[out] = j
+                    out += 1
+                    count[job, j] += 1
+                    total[job, j] += c
+        cell[out : b * n_size + hi] = -1
+        if not per_class:
+            part_den[job, 0] = n_valid
+            part_clean[job, 0] = n_clean
+    clean_num = np.zeros((b_size, g_size), dtype=np.float64)
+    den = np.zeros((b_size, g_size), dtype=np.float64)
+    for job in range(b_size * n_blocks):
+        for g in range(g_size):
+            clean_num[job // n_blocks, g] += part_clean[job, g]
+            den[job // n_blocks, g] += part_den[job, g]
+    return radius, costs, cell, count, total, clean_num, den, not bad_logit.any(), not bad_label.any()
+
+
+@njit(**NUMBA_FLAGS)
+def _image_flip_counts(costs, cell, count, total, budgets, order, cap, joint, single):
+    """Pass 2 for one image: ``joint[g, e]`` and ``single[g, e]`` from its blocks' histograms.
+
+    ``costs`` / ``cell`` are the image's entries, ``count`` / ``total`` its blocks' histograms
+    (blocks, G * nb), ``order`` sorts the budgets ascending (all <= cap).
+    """
+    n_groups, n_eps = joint.shape
+    nb = count.shape[1] // n_groups
+    to_bin = bin_scale(cap, nb)
+    cnt = count[0].astype(np.int64)
+    tot = total[0].copy()
+    for blk in range(1, count.shape[0]):  # bins are aligned across blocks: merge them
+        for j in range(n_groups * nb):
+            cnt[j] += count[blk, j]
+            tot[j] += total[blk, j]
+    # per (group, budget): the first bin that does not fit whole (-1: all fit) with the count and sum
+    # before it, and the bin holding the budget with the count before it
+    full_bin = np.full((n_groups, n_eps), -1, dtype=np.int64)
+    full_count = np.zeros((n_groups, n_eps), dtype=np.int64)
+    full_sum = np.zeros((n_groups, n_eps), dtype=np.float64)
+    budget_bin = np.zeros((n_groups, n_eps), dtype=np.int64)
+    budget_count = np.zeros((n_groups, n_eps), dtype=np.int64)
+    for g in range(n_groups):
+        b, taken, spent = 0, 0, 0.0  # whole bins [0, b) fit, cheapest first (budgets ascending)
+        c, before = 0, 0  # bins [0, c) hold `before` items
+        for e in order:
+            while b < nb and spent + tot[g * nb + b] <= budgets[e]:
+                spent += tot[g * nb + b]
+                taken += cnt[g * nb + b]
+                b += 1
+            if b < nb:
+                full_bin[g, e], full_count[g, e], full_sum[g, e] = g * nb + b, taken, spent
+            else:
+                joint[g, e] = taken
+            stop = bin_of(budgets[e], to_bin, nb)
+            while c < stop:
+                before += cnt[g * nb + c]
+                c += 1
+            budget_bin[g, e], budget_count[g, e] = g * nb + stop, before
+    # gather the items of those bins, bin by bin, and sort each bin
+    slot = np.full(n_groups * nb, -1, dtype=np.int32)
+    needed = np.empty(2 * n_groups * n_eps, dtype=np.int64)
+    n_slots = 0
+    for g in range(n_groups):
+        for e in range(n_eps):
+            for b in (full_bin[g, e], budget_bin[g, e]):
+                if b >= 0 and slot[b] < 0:
+                    slot[b] = n_slots
+                    needed[n_slots] = b
+                    n_slots += 1
+    start = np.zeros(n_slots + 1, dtype=np.int64)
+    for s in range(n_slots):
+        start[s + 1] = start[s] + cnt[needed[s]]
+    fill = start[:-1].copy()
+    items = np.empty(start[n_slots], dtype=np.float64)
+    for i in range(costs.shape[0]):
+        if cell[i] >= 0:
+            s = slot[cell[i]]
+            if s >= 0:
+                items[fill[s]] = costs[i]
+                fill[s] += 1
+    for s in range(n_slots):
+        items[start[s] : start[s + 1]] = np.sort(items[start[s] : start[s + 1]])
+    for g in range(n_groups):
+        for e in range(n_eps):
+            budget = budgets[e]
+            b = full_bin[g, e]
+            if b >= 0:
+                k, acc = full_count[g, e], full_sum[g, e]
+                for v in items[start[slot[b]] : start[slot[b] + 1]]:
+                    acc += v
+                    if acc > budget:
+                        break
+                    k += 1
+                joint[g, e] = k
+            k = budget_count[g, e]
+            b = budget_bin[g, e]
+            for v in items[start[slot[b]] : start[slot[b] + 1]]:
+                if v > budget:
+                    break
+                k += 1
+            single[g, e] = k
+
+
+@njit(parallel=True, **NUMBA_FLAGS)
+def grouped_flip_counts(costs, cell, count, total, n_images, groups_per_image, budgets, cap):
+    """Pass 2: per image, group and budget, the greedy (exact) number of flips and of single flips.
+
+    Args:
+        costs, cell, count, total: from :func:`unit_candidates` (same ``cap``).
+        n_images: B; groups_per_image: G; budgets: float64 (E,) in [0, cap], any order; cap: as in pass 1.
+
+    Returns:
+        ``(joint, single)``: int64 (B, G, E): the largest k whose k cheapest costs of group g sum to
+        <= budget, and the number of its candidates whose own cost is <= budget. Images run in parallel.
+    """
+    n_eps = budgets.shape[0]
+    n_size = costs.shape[0] // n_images
+    n_blocks = count.shape[0] // n_images
+    g_size = groups_per_image
+    joint = np.zeros((n_images, g_size, n_eps), dtype=np.int64)
+    single = np.zeros((n_images, g_size, n_eps), dtype=np.int64)
+    order = np.argsort(budgets)
+    for b in prange(n_images):
+        _image_flip_counts(
+            costs[b * n_size : (b + 1) * n_size],
+            cell[b * n_size : (b + 1) * n_size],
+            count[b * n_blocks : (b + 1) * n_blocks],
+            total[b * n_blocks : (b + 1) * n_blocks],
+            budgets,
+            order,
+            cap,
+            joint[b],
+            single[b],
+        )
+    return joint, single

@@ -1,0 +1,84 @@
+"""The two-pass greedy (candidates + histograms, then flip counts) against its numpy twins."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lipcert.kernels import grouped_flip_counts, twins, unit_candidates
+
+
+def _assert_candidates_equal(got, ref):
+    margin, costs, cell, count, total, clean, den, finite, labels_ok = got
+    kept = ref[2] >= 0
+    np.testing.assert_array_equal(margin, ref[0])
+    np.testing.assert_array_equal(cell, ref[2])
+    np.testing.assert_array_equal(costs[kept], ref[1][kept])  # other slots are undefined
+    for x, y in zip((count, total, clean, den, finite, labels_ok), ref[3:], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _both(logits, target, per_class, correct_only, lipschitz, budgets):
+    cap = float(budgets.max())
+    got = unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
+    ref = twins.unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
+    _assert_candidates_equal(got, ref)
+    b, k = logits.shape[:2]
+    g = k if per_class else 1
+    flips = grouped_flip_counts(*got[1:5], b, g, budgets, cap)
+    flips_ref = twins.grouped_flip_counts(*ref[1:5], b, g, budgets, cap)
+    for x, y in zip(flips, flips_ref, strict=True):
+        np.testing.assert_array_equal(x, y)
+    return got, flips
+
+
+@given(
+    st.integers(1, 3), st.integers(2, 5), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans(), st.booleans()
+)
+def test_small_inputs_with_ties_equal_the_sorted_running_sums(b, k, n, seed, per_class, correct_only):
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-2, 3, size=(b, k, n)).astype(np.float32)  # many exact ties (cost 0)
+    target = rng.choice(list(range(k)) + [255], size=(b, n)).astype(np.int64)
+    budgets = np.concatenate([[0.0], np.sort(rng.exponential(size=4) * 3)])
+    _both(logits, target, per_class, correct_only, 1.0, budgets)
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_several_blocks_and_tiles_equal_the_twin(per_class, dtype):
+    rng = np.random.default_rng(3)
+    b, k, n = 2, 4, 9001  # three blocks of pixels per image, the last one short; many tiles
+    logits = rng.normal(size=(b, k, n)).astype(dtype)
+    target = rng.choice([0, 1, 2, 3, 255], size=(b, n), p=[0.4, 0.3, 0.2, 0.05, 0.05]).astype(np.int64)
+    target[:, : n // 2] = logits[:, :, : n // 2].argmax(1)  # many correct pixels
+    budgets = np.array([0.0, 1e-4, 0.01, 0.3, 2.0, 40.0])
+    got, (joint, single) = _both(logits, target, per_class, True, 0.5, budgets)
+    # and against a direct sort of every group's costs
+    cost = twins.top2_margin(logits)[1] ** 2 * 2.0  # L = 0.5
+    np.testing.assert_allclose(got[0], twins.top2_margin(logits)[1] / (np.sqrt(2) * 0.5))
+    correct = (logits.argmax(1) == target) & (target != 255)
+    for i in range(b):
+        for g in range(k if per_class else 1):
+            c = np.sort(cost[i][correct[i] & ((target[i] == g) if per_class else True)])
+            np.testing.assert_array_equal(joint[i, g], np.searchsorted(np.cumsum(c), budgets, side="right"))
+            np.testing.assert_array_equal(single[i, g], np.searchsorted(c, budgets, side="right"))
+
+
+def test_cap_zero_keeps_only_ties_and_cap_inf_keeps_every_candidate():
+    logits = np.array([[[1.0, 2.0, 0.0, 5.0], [1.0, 0.0, 0.0, 1.0]]], dtype=np.float32)
+    target = np.array([[0, 0, 1, 0]])
+    radius, _, cell, *_ = unit_candidates(logits, target, 255, False, True, 1.0, 0.0)
+    np.testing.assert_array_equal(radius * np.sqrt(2), [[0.0, 2.0, 0.0, 4.0]])
+    np.testing.assert_array_equal(cell, [0, -1, -1, -1])  # only pixel 0: a tie, predicted 0 (first max)
+    _, costs, cell, *_ = unit_candidates(logits, target, 255, False, True, 1.0, np.inf)
+    np.testing.assert_array_equal(cell, [0, 0, 0, -1])  # pixel 2 (a tie predicted 0) is wrong: no candidate
+    np.testing.assert_array_equal(costs[:3], [0.0, 2.0, 8.0])  # compact, in pixel order
+
+
+def test_bad_inputs_are_flagged():
+    logits = np.zeros((1, 2, 5), dtype=np.float32)
+    target = np.array([[0, 1, 2, 255, 0]])  # label 2 is out of range for K = 2
+    assert unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
+    assert twins.unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
+    logits[0, 1, 3] = np.nan  # on an ignored pixel: still refused
+    assert unit_candidates(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, 1.0)[-2] is False
