@@ -10,11 +10,17 @@ import torch
 
 from .errors import LipcertError
 
+_INTEGER_DTYPES = frozenset(
+    {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32, torch.uint64}
+)
+
 
 def as_tensor(x, name: str) -> torch.Tensor:
     """Return ``x`` as a CPU torch tensor without copying when possible."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu()
+        if x.requires_grad:
+            x = x.detach()
+        return x if x.device.type == "cpu" else x.cpu()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
     raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")
@@ -44,14 +50,15 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None, check_r
     ``check_range=False`` leaves the label range to a kernel that checks it in its own pass.
     """
     t = as_tensor(target, "target")
-    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+    if t.dtype not in _INTEGER_DTYPES:
         raise LipcertError(f"Expected `target` to be an integer tensor, but got dtype {t.dtype}.")
     b, k, h, w = logits.shape
-    if tuple(t.shape) != (b, h, w):
+    if t.shape != (b, h, w):
         raise LipcertError(
             f"Expected `target` of shape {(b, h, w)} to match logits {tuple(logits.shape)}, but got {tuple(t.shape)}."
         )
-    t = t.long()
+    if t.dtype != torch.int64:
+        t = t.long()
     if not check_range or t.numel() == 0 or (int(t.min()) >= 0 and int(t.max()) < k):
         return t
     bad = (t < 0) | (t >= k)
@@ -65,13 +72,20 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None, check_r
 
 def check_eps(eps) -> np.ndarray:
     """Validate radii: a float or 1-D sequence of finite values >= 0 -> float64 (E,)."""
-    arr = np.asarray(eps, dtype=np.float64) if not isinstance(eps, torch.Tensor) else eps.double().numpy()
-    if arr.ndim == 0:
-        arr = arr[None]
-    if arr.ndim != 1 or arr.size == 0:
-        raise LipcertError(f"Expected `eps` to be a float or a non-empty 1-D sequence, but got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise LipcertError(f"Expected every `eps` to be finite and >= 0, but got {arr.tolist()}.")
+    if isinstance(eps, (list, tuple)) and all(type(x) in (float, int) for x in eps):
+        values = [float(x) for x in eps]  # the common case, without numpy reductions
+        arr = np.array(values, dtype=np.float64)
+    else:
+        arr = np.asarray(eps, dtype=np.float64) if not isinstance(eps, torch.Tensor) else eps.double().numpy()
+        if arr.ndim == 0:
+            arr = arr[None]
+        if arr.ndim != 1:
+            raise LipcertError(f"Expected `eps` to be a float or a non-empty 1-D sequence, but got shape {arr.shape}.")
+        values = arr.tolist()
+    if not values:
+        raise LipcertError("Expected `eps` to be a float or a non-empty 1-D sequence, but got an empty one.")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise LipcertError(f"Expected every `eps` to be finite and >= 0, but got {values}.")
     return arr
 
 

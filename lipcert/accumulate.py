@@ -82,7 +82,7 @@ class CertifiedMetric:
         if self.metric in IOU_METRICS:
             self._update_iou(logits, target)
             return
-        ev = _evaluate(logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index)
+        ev, _ = _evaluate(logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index)
         self._n_images += ev.den.shape[0]
         den_e = ev.den[:, None, :]
         if self.average == "micro":

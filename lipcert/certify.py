@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -24,29 +22,16 @@ from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
 from .metrics.unit import (
     PER_CLASS_UNIT,
     UNIT_METRICS,
+    UnitEvaluation,
     _budgets,
     build_unit_problem,
     unit_counts,
     unit_radius,
-    unit_values,
 )
 
 IOU_METRICS = ("iou", "miou")
 METRICS = UNIT_METRICS + IOU_METRICS
 _NEEDS_TARGET = ("pixel_accuracy", "recall", "fnr", "iou", "miou")
-
-
-@dataclass(frozen=True)
-class _Evaluation:
-    """Per-image numerators/denominators of one metric; values are num / den."""
-
-    worst_num: np.ndarray  # (B, E, G)
-    naive_num: np.ndarray  # (B, E, G)
-    clean_num: np.ndarray  # (B, G)
-    den: np.ndarray  # (B, G)
-    complement: bool
-    per_class: bool
-    radius: np.ndarray  # (B, H, W) per-pixel certified radius (top1 - top2) / (sqrt(2) L)
 
 
 def _inputs(logits, target, metric, ignore_index, check_range=True):
@@ -66,19 +51,22 @@ def _prepare(logits, target, metric, ignore_index):
     return t, tgt, pred, margin
 
 
-def _unit_problem(logits, target, metric, lipschitz, ignore_index, cap=np.inf):
-    """(problem, per-pixel radius (B, H, W)) of a unit-value metric, from one fused pass over the logits.
-
-    ``cap``: the largest budget that will be asked (candidates costing more are left out), inf for Q2.
-    """
-    t, tgt = _inputs(logits, target, metric, ignore_index, check_range=False)
+def _unit_arrays(logits, target, metric, ignore_index):
+    """Validated (float32/64 logits (B, K, N), int64 target (B, N) or None, (B, H, W)) for the kernels."""
+    t, tgt = _inputs(logits, target, metric, ignore_index, check_range=False)  # the kernels check the range
     b, k, h, w = t.shape
     if t.dtype not in (torch.float32, torch.float64):
         t = t.float()  # float16 / bfloat16 -> float32 is exact
     z = np.ascontiguousarray(t.numpy().reshape(b, k, h * w))
     flat_t = None if tgt is None else np.ascontiguousarray(tgt.reshape(b, -1))
-    problem, radius = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index, cap)
-    return problem, radius.reshape(b, h, w)
+    return z, flat_t, (b, h, w)
+
+
+def _unit_problem(logits, target, metric, lipschitz, ignore_index):
+    """(problem with every candidate, per-pixel radius (B, H, W)) of a unit-value metric (Q2)."""
+    z, flat_t, shape = _unit_arrays(logits, target, metric, ignore_index)
+    problem, radius = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index)
+    return problem, radius.reshape(shape)
 
 
 def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
@@ -105,12 +93,10 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_imag
     return problem, worst, naive, clean, margin
 
 
-def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> _Evaluation:
-    problem, radius = _unit_problem(logits, target, metric, lipschitz, ignore_index, float(_budgets(eps).max()))
-    worst_num, naive_num = unit_counts(problem, eps)
-    return _Evaluation(
-        worst_num, naive_num, problem.clean_num, problem.den, problem.complement, metric in PER_CLASS_UNIT, radius
-    )
+def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> tuple[UnitEvaluation, tuple]:
+    """(the unit-value evaluation with radius (B, N), the image shape (B, H, W))."""
+    z, flat_t, shape = _unit_arrays(logits, target, metric, ignore_index)
+    return unit_counts(metric, z, flat_t, lipschitz, ignore_index, eps), shape
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -186,22 +172,21 @@ def certify_logits(
             status="exact" if metric == "iou" else "bound",
             pixel_radius=margin / (np.sqrt(2.0) * L),
         )
-    ev = _evaluate(logits, target, e, metric, L, ignore_index)
-    squeeze = (lambda a: a) if ev.per_class else (lambda a: a[..., 0])
-    den_e = ev.den[:, None, :]
+    ev, shape = _evaluate(logits, target, e, metric, L, ignore_index)
+    squeeze = (lambda a: a) if metric in PER_CLASS_UNIT else (lambda a: a[..., 0])
     return Certificate(
         metric=metric,
         eps=e,
-        worst=squeeze(unit_values(ev.worst_num, den_e, ev.complement)),
-        clean=squeeze(unit_values(ev.clean_num, ev.den, ev.complement)),
-        naive=squeeze(unit_values(ev.naive_num, den_e, ev.complement)),
+        worst=squeeze(ev.worst),
+        clean=squeeze(ev.clean),
+        naive=squeeze(ev.naive),
         lipschitz=L,
         lipschitz_source=lipschitz_source,
         average="none",
         higher_is_better=_higher_is_better(metric),
         solver="greedy on sorted costs (exact)",
         status="exact",
-        pixel_radius=ev.radius,
+        pixel_radius=ev.radius.reshape(shape),
     )
 
 

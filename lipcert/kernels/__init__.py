@@ -5,10 +5,10 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 ``values[offsets[g]:offsets[g + 1]]``.
 """
 
-from .greedy import grouped_flip_counts, unit_candidates
+from .greedy import grouped_flip_counts, unit_candidates, unit_certificate
 from .iou import iou_frontier, iou_worst
 from .knapsack import dantzig_bound
-from .margins import top2_margin
+from .margins import PIXELS_PER_BLOCK, top2_margin
 from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
 
 __all__ = [
@@ -21,4 +21,6 @@ __all__ = [
     "segment_count_leq",
     "segment_value_at",
     "unit_candidates",
+    "unit_certificate",
+    "PIXELS_PER_BLOCK",
 ]

@@ -43,6 +43,69 @@ def bin_of(cost, scale, n_bin):
     return min(n_bin - 1, int(np.sqrt(cost * scale)))
 
 
+@njit(**NUMBA_FLAGS)
+def _scan_block(
+    logits, target, ignore_index, per_class, correct_only, lipschitz, cap, b, start, hi, radius, costs, cell, count,
+    total, den, clean,
+):  # fmt: skip
+    """Pass 1 over pixels ``start:hi`` of image b; returns ``(n_kept, finite, labels_ok)``.
+
+    Writes ``radius[b, start:hi]``, the kept candidates' costs and cells to ``costs[:n_kept]`` /
+    ``cell[:n_kept]`` (pixel order), adds them to the histograms ``count`` / ``total`` (G * nb,) and the
+    valid / candidate pixels to ``den`` / ``clean`` (G,).
+    """
+    g_size = den.shape[0]
+    nb = count.shape[0] // g_size
+    to_bin = bin_scale(cap, nb)
+    scale = 1.0 / (2.0 * lipschitz * lipschitz)
+    radius_den = np.sqrt(2.0) * lipschitz
+    best = np.empty(_TILE, dtype=logits.dtype)
+    second = np.empty(_TILE, dtype=logits.dtype)
+    arg = np.empty(_TILE, dtype=np.int32)
+    check = np.empty(_TILE, dtype=logits.dtype)
+    margin = np.empty(_TILE, dtype=np.float64)
+    out = 0
+    n_valid, n_clean = 0, 0  # G = 1: counted in registers (an array element would chain the stores)
+    nonfinite, bad_label = False, False
+    for lo in range(start, hi, _TILE):
+        n = min(_TILE, hi - lo)
+        _top2_tile(logits, b, lo, n, best, second, arg, check)
+        for i in range(n):  # branch-free: vectorises
+            margin[i] = np.float64(best[i]) - np.float64(second[i])
+            radius[b, lo + i] = margin[i] / radius_den
+            nonfinite |= check[i] != 0
+        for i in range(n):
+            t = target[b, lo + i]
+            if t == ignore_index:
+                continue
+            if t < 0 or t >= logits.shape[1]:
+                bad_label = True
+                continue
+            g = t if per_class else 0
+            if per_class:
+                den[g] += 1
+            else:
+                n_valid += 1
+            if correct_only and arg[i] != t:
+                continue
+            if per_class:
+                clean[g] += 1
+            else:
+                n_clean += 1
+            c = margin[i] * margin[i] * scale
+            if c <= cap:
+                j = g * nb + bin_of(c, to_bin, nb)
+                costs[out] = c
+                cell[out] = j
+                out += 1
+                count[j] += 1
+                total[j] += c
+    if not per_class:
+        den[0] += n_valid
+        clean[0] += n_clean
+    return out, not nonfinite, not bad_label
+
+
 @njit(parallel=True, **NUMBA_FLAGS)
 def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipschitz, cap):
     """Pass 1: pixel radii, flip costs, the candidates costing <= cap, their histograms, clean/valid counts.
@@ -70,73 +133,104 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     b_size, k_size, n_size = logits.shape
     g_size = k_size if per_class else 1
     nb = n_bins(n_size, g_size)
-    to_bin = bin_scale(cap, nb)
     n_blocks = (n_size + _BLOCK - 1) // _BLOCK
     radius = np.empty((b_size, n_size), dtype=np.float64)
-    scale = 1.0 / (2.0 * lipschitz * lipschitz)
-    radius_den = np.sqrt(2.0) * lipschitz
     costs = np.empty(b_size * n_size, dtype=np.float64)
     cell = np.empty(b_size * n_size, dtype=np.int32)
     count = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.int32)
     total = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.float64)
     part_clean = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
     part_den = np.zeros((b_size * n_blocks, g_size), dtype=np.int64)
-    bad_logit = np.zeros(b_size * n_blocks, dtype=np.bool_)
-    bad_label = np.zeros(b_size * n_blocks, dtype=np.bool_)
+    finite = np.ones(b_size * n_blocks, dtype=np.bool_)
+    labels_ok = np.ones(b_size * n_blocks, dtype=np.bool_)
     for job in prange(b_size * n_blocks):
         b = job // n_blocks
-        best = np.empty(_TILE, dtype=logits.dtype)
-        second = np.empty(_TILE, dtype=logits.dtype)
-        arg = np.empty(_TILE, dtype=np.int32)
-        check = np.empty(_TILE, dtype=logits.dtype)
         start = (job % n_blocks) * _BLOCK
         hi = min(n_size, start + _BLOCK)
-        out = b * n_size + start  # next free slot of this block's candidate list
-        n_valid, n_clean = 0, 0  # G = 1: counted in registers (an array element would chain the stores)
-        for lo in range(start, hi, _TILE):
-            n = min(_TILE, hi - lo)
-            _top2_tile(logits, b, lo, n, best, second, arg, check)
-            for i in range(n):
-                if check[i] != 0:
-                    bad_logit[job] = True
-                m = np.float64(best[i]) - np.float64(second[i])
-                radius[b, lo + i] = m / radius_den
-                t = target[b, lo + i]
-                if t == ignore_index:
-                    continue
-                if t < 0 or t >= k_size:
-                    bad_label[job] = True
-                    continue
-                g = t if per_class else 0
-                if per_class:
-                    part_den[job, g] += 1
-                else:
-                    n_valid += 1
-                if correct_only and arg[i] != t:
-                    continue
-                if per_class:
-                    part_clean[job, g] += 1
-                else:
-                    n_clean += 1
-                c = m * m * scale
-                if c <= cap:
-                    j = g * nb + bin_of(c, to_bin, nb)
-                    costs[out] = c
-                    cell[out] = j
-                    out += 1
-                    count[job, j] += 1
-                    total[job, j] += c
-        cell[out : b * n_size + hi] = -1
-        if not per_class:
-            part_den[job, 0] = n_valid
-            part_clean[job, 0] = n_clean
+        lo = b * n_size + start
+        kept, finite[job], labels_ok[job] = _scan_block(
+            logits, target, ignore_index, per_class, correct_only, lipschitz, cap, b, start, hi, radius,
+            costs[lo:], cell[lo:], count[job], total[job], part_den[job], part_clean[job],
+        )  # fmt: skip
+        cell[lo + kept : b * n_size + hi] = -1
     clean_num = np.zeros((b_size, g_size), dtype=np.float64)
     den = np.zeros((b_size, g_size), dtype=np.float64)
     for job in range(b_size * n_blocks):
         for g in range(g_size):
             clean_num[job // n_blocks, g] += part_clean[job, g]
             den[job // n_blocks, g] += part_den[job, g]
-    return radius, costs, cell, count, total, clean_num, den, not bad_logit.any(), not bad_label.any()
+    return radius, costs, cell, count, total, clean_num, den, finite.all(), labels_ok.all()
+
+
+@njit(parallel=True, **NUMBA_FLAGS)
+def unit_certificate(logits, target, ignore_index, per_class, correct_only, lipschitz, eps, slack, complement):
+    """Both passes and the metric values in one parallel region, one image per job.
+
+    The same counts as :func:`unit_candidates` with ``cap`` = the largest budget followed by
+    :func:`grouped_flip_counts`, without writing the candidates out (they stay in the job's cache). Meant
+    for images of at most 4096 pixels (one block), where images are the unit of parallel work; correct
+    for any size.
+
+    Args:
+        logits, target, ignore_index, per_class, correct_only, lipschitz: as in :func:`unit_candidates`.
+        eps: float64 (E,) radii >= 0 (l2, [0,1] pixel units); the budgets are ``eps**2 * (1 + slack)``.
+        slack: relative slack of every budget comparison (``lipcert.config.COST_REL_SLACK``).
+        complement: report ``1 - num / den`` (fnr) instead of ``num / den``.
+
+    Returns:
+        ``(radius, worst, naive, clean, worst_num, naive_num, clean_num, den, finite, labels_ok)``:
+        radius float64 (B, N); values worst and naive float64 (B, E, G), clean (B, G) (NaN where den is
+        0); candidates left unflipped by the joint (exact greedy) and the per-pixel attacker,
+        float64 (B, E, G); clean candidates and valid pixels float64 (B, G); two flags.
+    """
+    b_size, k_size, n_size = logits.shape
+    g_size = k_size if per_class else 1
+    nb = n_bins(n_size, g_size)
+    n_eps = eps.shape[0]
+    budgets = np.empty(n_eps, dtype=np.float64)
+    cap = 0.0
+    for e in range(n_eps):
+        budgets[e] = eps[e] * eps[e] * (1.0 + slack)
+        cap = max(cap, budgets[e])
+    order = np.argsort(budgets)
+    radius = np.empty((b_size, n_size), dtype=np.float64)
+    worst = np.empty((b_size, n_eps, g_size), dtype=np.float64)
+    naive = np.empty((b_size, n_eps, g_size), dtype=np.float64)
+    clean = np.empty((b_size, g_size), dtype=np.float64)
+    worst_num = np.empty((b_size, n_eps, g_size), dtype=np.float64)
+    naive_num = np.empty((b_size, n_eps, g_size), dtype=np.float64)
+    clean_num = np.zeros((b_size, g_size), dtype=np.float64)
+    den = np.zeros((b_size, g_size), dtype=np.float64)
+    finite = np.ones(b_size, dtype=np.bool_)
+    labels_ok = np.ones(b_size, dtype=np.bool_)
+    for b in prange(b_size):
+        costs = np.empty(n_size, dtype=np.float64)
+        cell = np.empty(n_size, dtype=np.int32)
+        count = np.zeros((1, g_size * nb), dtype=np.int32)
+        total = np.zeros((1, g_size * nb), dtype=np.float64)
+        joint = np.zeros((g_size, n_eps), dtype=np.int64)
+        single = np.zeros((g_size, n_eps), dtype=np.int64)
+        kept, finite[b], labels_ok[b] = _scan_block(
+            logits, target, ignore_index, per_class, correct_only, lipschitz, cap, b, 0, n_size, radius,
+            costs, cell, count[0], total[0], den[b], clean_num[b],
+        )  # fmt: skip
+        _image_flip_counts(costs[:kept], cell[:kept], count, total, budgets, order, cap, joint, single)
+        for g in range(g_size):
+            clean[b, g] = _value(clean_num[b, g], den[b, g], complement)
+            for e in range(n_eps):
+                worst_num[b, e, g] = clean_num[b, g] - joint[g, e]
+                naive_num[b, e, g] = clean_num[b, g] - single[g, e]
+                worst[b, e, g] = _value(worst_num[b, e, g], den[b, g], complement)
+                naive[b, e, g] = _value(naive_num[b, e, g], den[b, g], complement)
+    return radius, worst, naive, clean, worst_num, naive_num, clean_num, den, finite.all(), labels_ok.all()
+
+
+@njit(**NUMBA_FLAGS)
+def _value(num, den, complement):
+    """num / den (1 - num / den if complement), NaN where den is 0."""
+    if den <= 0:
+        return np.nan
+    return 1.0 - num / den if complement else num / den
 
 
 @njit(**NUMBA_FLAGS)

@@ -8,6 +8,7 @@ from numba import njit, prange
 from ..config import NUMBA_FLAGS
 
 _BLOCK = 4096  # pixels per parallel job
+PIXELS_PER_BLOCK = _BLOCK
 _TILE = 512  # pixels whose running top-2 stays in L1 while the classes stream past
 
 

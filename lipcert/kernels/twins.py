@@ -144,3 +144,24 @@ def grouped_flip_counts(costs, cell, count, total, n_images, groups_per_image, b
     shape = (n_images, groups_per_image, len(budgets))
     joint = segment_count_leq(offsets, prefix, budgets).reshape(shape)
     return joint, segment_count_leq(offsets, values, budgets).reshape(shape)
+
+
+def unit_certificate(logits, target, ignore_index, per_class, correct_only, lipschitz, eps, slack, complement):
+    """numpy twin of :func:`lipcert.kernels.greedy.unit_certificate` (the two passes, full sorts)."""
+    budgets = eps * eps * (1.0 + slack)
+    cap = float(budgets.max())
+    radius, costs, cell, count, total, clean_num, den, finite, labels_ok = unit_candidates(
+        logits, target, ignore_index, per_class, correct_only, lipschitz, cap
+    )
+    b, k = logits.shape[:2]
+    joint, single = grouped_flip_counts(costs, cell, count, total, b, k if per_class else 1, budgets, cap)
+    worst_num = (clean_num[:, :, None] - joint).transpose(0, 2, 1).astype(float)
+    naive_num = (clean_num[:, :, None] - single).transpose(0, 2, 1).astype(float)
+
+    def value(num, d):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = np.where(d > 0, num / np.where(d > 0, d, 1.0), np.nan)
+        return 1.0 - v if complement else v
+
+    worst, naive = value(worst_num, den[:, None, :]), value(naive_num, den[:, None, :])
+    return radius, worst, naive, value(clean_num, den), worst_num, naive_num, clean_num, den, finite, labels_ok

@@ -23,7 +23,14 @@ import numpy as np
 from .._checks import raise_not_finite
 from ..config import COST_REL_SLACK
 from ..errors import LipcertError
-from ..kernels import grouped_flip_counts, grouped_sorted_prefix, segment_value_at, unit_candidates
+from ..kernels import (
+    PIXELS_PER_BLOCK,
+    grouped_flip_counts,
+    grouped_sorted_prefix,
+    segment_value_at,
+    unit_candidates,
+    unit_certificate,
+)
 
 UNIT_METRICS = ("pixel_accuracy", "stability", "recall", "fnr")
 PER_CLASS_UNIT = ("recall", "fnr")
@@ -49,6 +56,22 @@ def _budgets(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
+def _kernel_inputs(metric, logits, target, ignore_index):
+    """(target array, ignore label, per_class, correct_only) as the kernels take them."""
+    no_labels = target is None
+    ignore = -1 if (ignore_index is None or no_labels) else int(ignore_index)
+    tgt = np.zeros(logits.shape[::2], dtype=np.int64) if no_labels else target
+    return tgt, ignore, metric in PER_CLASS_UNIT, metric != "stability"
+
+
+def _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index) -> None:
+    if not finite:
+        raise_not_finite()
+    if not labels_ok:
+        bad = np.unique(tgt[(tgt != ignore) & ((tgt < 0) | (tgt >= k))])[:5].tolist()
+        raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {bad}.")
+
+
 def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.inf):
     """Collect the attacker's candidates and their flip costs ``m**2 / (2 L**2)`` in one pass.
 
@@ -57,8 +80,8 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.i
         logits: float32/float64 (B, K, N) C-contiguous logits.
         target: int64 (B, N) labels, or None (stability only: every pixel counts).
         lipschitz: L > 0; ignore_index: label excluded from every count (or None).
-        cap: candidates costing more than ``cap`` are left out of ``problem.group`` (they still count as
-            clean): pass the largest budget when only budgets up to it are asked (Q1), inf for Q2 radii.
+        cap: candidates costing more than ``cap`` are left out (they still count as clean): the largest
+            budget when only budgets up to it are asked (Q1), inf for Q2 radii.
 
     Returns:
         ``(problem, radius)`` with the per-pixel radius float64 (B, N) = margin / (sqrt(2) L).
@@ -67,39 +90,62 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.i
         LipcertError: non-finite logits, labels outside [0, K) other than ``ignore_index``.
     """
     b, k, _ = logits.shape
-    per_class = metric in PER_CLASS_UNIT
-    no_labels = target is None
-    ignore = -1 if (ignore_index is None or no_labels) else int(ignore_index)
-    tgt = np.zeros(logits.shape[::2], dtype=np.int64) if no_labels else target
+    tgt, ignore, per_class, correct_only = _kernel_inputs(metric, logits, target, ignore_index)
     radius, costs, cell, count, total, clean_num, den, finite, labels_ok = unit_candidates(
-        logits, tgt, ignore, per_class, metric not in ("stability",), lipschitz, cap
+        logits, tgt, ignore, per_class, correct_only, lipschitz, cap
     )
-    if not finite:
-        raise_not_finite()
-    if not labels_ok:
-        bad = np.unique(tgt[(tgt != ignore) & ((tgt < 0) | (tgt >= k))])[:5].tolist()
-        raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {bad}.")
+    _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index)
     n_groups = k if per_class else 1
     problem = _UnitProblem(b, n_groups, cap, costs, cell, count, total, clean_num, den, metric == "fnr")
     return problem, radius
 
 
-def unit_counts(problem: _UnitProblem, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Worst-case numerators under the joint (exact) and the per-pixel (naive) certificate.
+@dataclass(frozen=True)
+class UnitEvaluation:
+    """Q1 of a unit-value metric for every image, radius and group (G = 1, or K for recall / fnr)."""
 
-    Returns:
-        ``(worst_num, naive_num)``: float64 (B, E, G) numbers of candidates that stay unflipped.
-        Joint: the attacker flips the largest k whose cheapest-k cost sum is ``<= eps**2`` (linear-time
-        greedy, :func:`lipcert.kernels.grouped_flip_counts`). Naive: a candidate stays only if its own cost
-        exceeds ``eps**2``.
+    worst: np.ndarray  # float64 (B, E, G) values under the joint (exact) attacker, NaN where den is 0
+    naive: np.ndarray  # float64 (B, E, G) values under the per-pixel certificate
+    clean: np.ndarray  # float64 (B, G) clean values
+    worst_num: np.ndarray  # float64 (B, E, G) candidates left unflipped by the joint attacker
+    naive_num: np.ndarray  # float64 (B, E, G) candidates whose own radius exceeds eps
+    clean_num: np.ndarray  # float64 (B, G) candidates
+    den: np.ndarray  # float64 (B, G) valid pixels (of the class, for recall / fnr)
+    radius: np.ndarray  # float64 (B, N) per-pixel certified radius margin / (sqrt(2) L)
+
+
+def unit_counts(metric, logits, target, lipschitz, ignore_index, eps: np.ndarray) -> UnitEvaluation:
+    """Q1 for every radius: worst-case values and numerators under the joint (exact) and per-pixel view.
+
+    Joint: the attacker flips the largest k whose cheapest-k cost sum is ``<= eps**2`` (the linear-time
+    greedy of :mod:`lipcert.kernels.greedy`). Naive: a candidate stays only if its own cost exceeds
+    ``eps**2``. Images of at most 4096 pixels run everything in one parallel region, one image per job
+    (:func:`lipcert.kernels.unit_certificate`); larger images split into blocks of pixels first.
+
+    Args:
+        metric, logits, target, lipschitz, ignore_index: as in :func:`build_unit_problem`.
+        eps: float64 (E,) radii >= 0.
+
+    Raises:
+        LipcertError: non-finite logits, labels outside [0, K) other than ``ignore_index``.
     """
+    b, k, n = logits.shape
+    complement = metric == "fnr"
+    if n <= PIXELS_PER_BLOCK:
+        tgt, ignore, per_class, correct_only = _kernel_inputs(metric, logits, target, ignore_index)
+        out = unit_certificate(logits, tgt, ignore, per_class, correct_only, lipschitz, eps, COST_REL_SLACK, complement)
+        _check_flags(out[-2], out[-1], tgt, ignore, k, ignore_index)
+        radius, worst, naive, clean, worst_num, naive_num, clean_num, den = out[:-2]
+        return UnitEvaluation(worst, naive, clean, worst_num, naive_num, clean_num, den, radius)
     budgets = _budgets(eps)
-    if budgets.max() > problem.cap:
-        raise LipcertError(f"Budget {budgets.max()} exceeds the cap {problem.cap} the problem was built for.")
-    p = problem
-    flips, single = grouped_flip_counts(p.costs, p.cell, p.count, p.total, p.n_images, p.n_groups, budgets, p.cap)
-    clean = problem.clean_num[:, :, None]
-    return (clean - flips).transpose(0, 2, 1), (clean - single).transpose(0, 2, 1)
+    p, radius = build_unit_problem(metric, logits, target, lipschitz, ignore_index, float(budgets.max()))
+    flips, single = grouped_flip_counts(p.costs, p.cell, p.count, p.total, b, p.n_groups, budgets, p.cap)
+    clean_num, den = p.clean_num, p.den
+    worst_num = (clean_num[:, :, None] - flips).transpose(0, 2, 1)
+    naive_num = (clean_num[:, :, None] - single).transpose(0, 2, 1)
+    worst, naive = (unit_values(x, den[:, None, :], complement) for x in (worst_num, naive_num))
+    clean = unit_values(clean_num, den, complement)
+    return UnitEvaluation(worst, naive, clean, worst_num, naive_num, clean_num, den, radius)
 
 
 def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.ndarray:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lipcert.kernels import grouped_flip_counts, twins, unit_candidates
+from lipcert.kernels import grouped_flip_counts, twins, unit_candidates, unit_certificate
 
 
 def _assert_candidates_equal(got, ref):
@@ -18,7 +18,8 @@ def _assert_candidates_equal(got, ref):
         np.testing.assert_array_equal(x, y)
 
 
-def _both(logits, target, per_class, correct_only, lipschitz, budgets):
+def _both(logits, target, per_class, correct_only, lipschitz, eps, complement=False):
+    budgets = eps * eps * (1 + 1e-9)
     cap = float(budgets.max())
     got = unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
     ref = twins.unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
@@ -29,6 +30,14 @@ def _both(logits, target, per_class, correct_only, lipschitz, budgets):
     flips_ref = twins.grouped_flip_counts(*ref[1:5], b, g, budgets, cap)
     for x, y in zip(flips, flips_ref, strict=True):
         np.testing.assert_array_equal(x, y)
+    fused = unit_certificate(logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement)
+    fused_ref = twins.unit_certificate(logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement)
+    for x, y in zip(fused, fused_ref, strict=True):
+        np.testing.assert_array_equal(x, y)
+    clean = got[5][:, :, None]
+    two_pass = (got[0], (clean - flips[0]).transpose(0, 2, 1), (clean - flips[1]).transpose(0, 2, 1), *got[5:])
+    for x, y in zip(fused[:1] + fused[4:], two_pass, strict=True):
+        np.testing.assert_array_equal(x, y)  # one region per image = the two passes
     return got, flips
 
 
@@ -39,8 +48,8 @@ def test_small_inputs_with_ties_equal_the_sorted_running_sums(b, k, n, seed, per
     rng = np.random.default_rng(seed)
     logits = rng.integers(-2, 3, size=(b, k, n)).astype(np.float32)  # many exact ties (cost 0)
     target = rng.choice(list(range(k)) + [255], size=(b, n)).astype(np.int64)
-    budgets = np.concatenate([[0.0], np.sort(rng.exponential(size=4) * 3)])
-    _both(logits, target, per_class, correct_only, 1.0, budgets)
+    eps = np.concatenate([[0.0], rng.exponential(size=4) * 2])
+    _both(logits, target, per_class, correct_only, 1.0, eps, complement=bool(seed % 2))
 
 
 @pytest.mark.parametrize("per_class", [False, True])
@@ -51,8 +60,9 @@ def test_several_blocks_and_tiles_equal_the_twin(per_class, dtype):
     logits = rng.normal(size=(b, k, n)).astype(dtype)
     target = rng.choice([0, 1, 2, 3, 255], size=(b, n), p=[0.4, 0.3, 0.2, 0.05, 0.05]).astype(np.int64)
     target[:, : n // 2] = logits[:, :, : n // 2].argmax(1)  # many correct pixels
-    budgets = np.array([0.0, 1e-4, 0.01, 0.3, 2.0, 40.0])
-    got, (joint, single) = _both(logits, target, per_class, True, 0.5, budgets)
+    eps = np.array([0.0, 0.01, 0.1, 0.55, 1.4, 6.3])
+    budgets = eps * eps * (1 + 1e-9)
+    got, (joint, single) = _both(logits, target, per_class, True, 0.5, eps)
     # and against a direct sort of every group's costs
     cost = twins.top2_margin(logits)[1] ** 2 * 2.0  # L = 0.5
     np.testing.assert_allclose(got[0], twins.top2_margin(logits)[1] / (np.sqrt(2) * 0.5))
@@ -80,5 +90,8 @@ def test_bad_inputs_are_flagged():
     target = np.array([[0, 1, 2, 255, 0]])  # label 2 is out of range for K = 2
     assert unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
     assert twins.unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
+    eps = np.array([1.0])
+    assert unit_certificate(logits, target, 255, False, True, 1.0, eps, 0.0, False)[-1] is False
     logits[0, 1, 3] = np.nan  # on an ignored pixel: still refused
     assert unit_candidates(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, 1.0)[-2] is False
+    assert unit_certificate(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, eps, 0.0, False)[-2] is False
