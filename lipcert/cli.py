@@ -33,6 +33,7 @@ def _compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         overhead_size=tuple(args.overhead_size) if all(args.overhead_size) else None,
+        device=args.device,
     )
     res = run_compare(_load_model(args.lip), _load_model(args.twin), dataset, cfg)
     print(markdown(res))
@@ -164,6 +165,7 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
     p.add_argument("--out", default="lipcert_out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="where both networks run, e.g. cuda (timings synchronise)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--overhead-size",

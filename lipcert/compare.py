@@ -38,11 +38,12 @@ class CompareConfig:
     warmup: int = 3
     timing_repeats: int = 5  # timed repeats of every full Lipschitz batch (median over all)
     overhead_size: tuple[int, int] | None = (512, 1024)  # also time forward vs certificate at this size
+    device: str = "cpu"  # where both networks run ("cuda": timings synchronise the GPU)
     progress: bool = True
 
 
-def hardware() -> str:
-    """A one-line description of the machine the timings come from."""
+def hardware(device: str = "cpu") -> str:
+    """A one-line description of the machine the timings come from (the GPU only if the models run on it)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -51,22 +52,30 @@ def hardware() -> str:
     except OSError:
         pass
     desc = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    if torch.device(device).type == "cuda":
+        desc += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return desc
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def _timer(device: str):
+    """``timed(fn) -> (fn(), seconds)``; on a GPU the queue is drained before and after ``fn``."""
+    if torch.device(device).type != "cuda":
 
+        def timed(fn):
+            t0 = time.perf_counter()
+            out = fn()
+            return out, time.perf_counter() - t0
 
-def _timed(fn):
-    _sync()
-    t0 = time.perf_counter()
-    out = fn()
-    _sync()
-    return out, time.perf_counter() - t0
+        return timed
+
+    def timed_cuda(fn):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out, time.perf_counter() - t0
+
+    return timed_cuda
 
 
 def _stats(xs: list[float]) -> dict:
@@ -77,7 +86,8 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     """Certify the same images with the Lipschitz certificate and with SegCertify; time both.
 
     Args:
-        lip_model: a Lipschitz model (its guaranteed bound is computed with :func:`lipschitz_bound`).
+        lip_model: a Lipschitz model (its guaranteed bound is computed with :func:`lipschitz_bound`, on
+            the weights as given, before both models are moved to ``cfg.device``).
         twin_model: the unconstrained, noise-trained twin smoothed by SegCertify.
         dataset: items (image float32 (C,H,W) in [0,1], target int64 (H,W)); ``num_classes`` attribute.
         cfg: a :class:`CompareConfig`.
@@ -97,6 +107,10 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     twin_model.eval()
     image0, _ = dataset[0]
     L = lipschitz_bound(lip_model, tuple(image0.shape))
+    device = torch.device(cfg.device)
+    lip_model.to(device)
+    twin_model.to(device)
+    _timed = _timer(cfg.device)
     curve = np.linspace(0.0, max(eps), 64)
     acc = {
         avg: CertifiedMetric("pixel_accuracy", eps, lipschitz=L, ignore_index=ignore, average=avg)
@@ -113,8 +127,8 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     sc_time = {si: [] for si in range(len(settings))}
     t_fwd, t_cert, t_cert1, t_cert64 = [], [], [], []
     example = {}
-    gen = torch.Generator().manual_seed(cfg.seed)
-    xb0 = torch.stack([dataset[i][0] for i in range(min(cfg.lip_batch, n_images))])
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    xb0 = torch.stack([dataset[i][0] for i in range(min(cfg.lip_batch, n_images))]).to(device)
     yb0 = torch.stack([dataset[i][1] for i in range(min(cfg.lip_batch, n_images))])
     with torch.no_grad():
         for _ in range(cfg.warmup):  # warm-up: allocator, numba dispatch, caches
@@ -124,7 +138,7 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     bar = tqdm(total=n_images, desc="images", disable=not cfg.progress)
     for start in range(0, n_images, cfg.lip_batch):
         items = [dataset[i] for i in range(start, min(n_images, start + cfg.lip_batch))]
-        xb, yb = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+        xb, yb = torch.stack([a for a, _ in items]).to(device), torch.stack([b for _, b in items])
         m = len(items)
         with torch.no_grad():
             logits, _ = _timed(lambda xb=xb: lip_model(xb))
@@ -148,14 +162,14 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             metric.update(logits, yb)
         if start == 0:
             example = {
-                "image": xb[0].numpy(),
+                "image": xb[0].cpu().numpy(),
                 "target": yb[0].numpy(),
-                "pred": logits.argmax(1)[0].numpy(),
+                "pred": logits.argmax(1)[0].cpu().numpy(),
                 "radius": cert.pixel_radius[0],
             }
         for x, y in items:
             for si, (sigma, n0, n) in enumerate(settings):
-                mode, counts, ts = sample_counts(twin_model, x, sigma, n0, n, cfg.batch_size, gen)
+                mode, counts, ts = sample_counts(twin_model, x.to(device), sigma, n0, n, cfg.batch_size, gen)
                 per_eps_t = []
                 for e in eps:
                     tau = tau_for_radius(e, sigma)
@@ -174,15 +188,15 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             example["abstain_done"] = True
             bar.update(1)
     bar.close()
-    large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k) if cfg.overhead_size else None
+    large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k, _timed) if cfg.overhead_size else None
     return _summarise(cfg, SimpleNamespace(**{k: v for k, v in locals().items() if k != "cfg"}))
 
 
-def _overhead_at_size(lip_model, channels, cfg, eps, L, k) -> dict:
+def _overhead_at_size(lip_model, channels, cfg, eps, L, k, _timed) -> dict:
     """Forward vs forward + certificate of the same model on one random image of ``cfg.overhead_size``."""
     h, w = cfg.overhead_size
     gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.rand(1, channels, h, w, generator=gen)
+    x = torch.rand(1, channels, h, w, generator=gen).to(cfg.device)
     y = torch.randint(0, k, (1, h, w), generator=gen)
     fwd, total = [], []
     for rep in range(4):
@@ -283,7 +297,7 @@ def _summarise(cfg, run) -> dict:
     return {
         "n_images": n_images,
         "eps": eps,
-        "hardware": hardware(),
+        "hardware": hardware(cfg.device),
         "lip_batch": cfg.lip_batch,
         "sample_batch": cfg.batch_size,
         "lipschitz": lip,

@@ -114,7 +114,8 @@ def _sample_counts(model, x, sigma, n_samples, batch_size, generator, k_classes=
     done = 0
     while done < n_samples:
         m = min(batch_size, n_samples - done)
-        noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype)  # fresh for every sample
+        noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype, device=generator.device)
+        noise = noise.to(x.device)  # fresh for every sample
         with torch.no_grad():
             pred = model(x.unsqueeze(0) + sigma * noise).argmax(1).reshape(m, -1)
         if target_mode is not None:
@@ -122,15 +123,14 @@ def _sample_counts(model, x, sigma, n_samples, batch_size, generator, k_classes=
             counts = part if counts is None else counts + part
         else:
             k = k_classes or 0
-            onehot = torch.zeros((max(k, int(pred.max()) + 1), pred.shape[1]), dtype=torch.int64)
+            onehot = torch.zeros((max(k, int(pred.max()) + 1), pred.shape[1]), dtype=torch.int64, device=pred.device)
             onehot.scatter_add_(0, pred, torch.ones_like(pred))
             if counts is None:
                 counts = onehot
             else:
                 if onehot.shape[0] > counts.shape[0]:
-                    counts = torch.cat(
-                        [counts, torch.zeros(onehot.shape[0] - counts.shape[0], counts.shape[1], dtype=torch.int64)]
-                    )
+                    extra = onehot.shape[0] - counts.shape[0]
+                    counts = torch.cat([counts, counts.new_zeros(extra, counts.shape[1])])
                 counts[: onehot.shape[0]] += onehot
         done += m
     return counts
@@ -164,7 +164,7 @@ def sample_counts(
     mode = sel.argmax(0)
     est = _sample_counts(model, x, sigma, n, batch_size, gen, target_mode=mode)
     hw = x.shape[-2:]
-    return mode.numpy().reshape(hw), est.numpy().reshape(hw), time.perf_counter() - t0
+    return mode.cpu().numpy().reshape(hw), est.cpu().numpy().reshape(hw), time.perf_counter() - t0
 
 
 def certify_counts(
@@ -212,7 +212,7 @@ def segcertify(
         tau: tested probability (radius ``sigma * Phi^-1(tau)``); alpha: FWER level.
         correction: ``"holm"`` (default), ``"bonferroni"`` or ``"kfwer"`` (with ``k``).
         batch_size: noisy samples per forward pass (memory stays bounded).
-        generator: a torch.Generator for reproducible noise.
+        generator: a torch.Generator for reproducible noise (drawn on its device, then moved to ``x``'s).
 
     Returns:
         :class:`SmoothingResult`: labels (H, W) or (B, H, W), radius, timings (sampling / testing /
