@@ -20,7 +20,7 @@ def as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         if x.requires_grad:
             x = x.detach()
-        return x if x.device.type == "cpu" else x.cpu()
+        return x if x.is_cpu else x.cpu()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
     raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")

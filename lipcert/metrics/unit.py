@@ -17,6 +17,7 @@ fnr (per cls)      true positives of class c                  1 - recall
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -100,8 +101,7 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.i
     return problem, radius
 
 
-@dataclass(frozen=True)
-class UnitEvaluation:
+class UnitEvaluation(NamedTuple):
     """Q1 of a unit-value metric for every image, radius and group (G = 1, or K for recall / fnr)."""
 
     worst: np.ndarray  # float64 (B, E, G) values under the joint (exact) attacker, NaN where den is 0
