@@ -293,6 +293,7 @@ def _summarise(cfg, run) -> dict:
         "lipschitz_certification": _stats(t_cert),
         "lipschitz_total": _stats(lip_total),
         "forward_passes_per_image": 1,
+        "samples": len(t_fwd),  # timed (forward, certificate) pairs, one per repeat of every full batch
     }
     return {
         "n_images": n_images,

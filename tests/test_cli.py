@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lipcert.cli import main
+from lipcert.compare import CompareConfig
 from lipcert.models import LipUNet, load_checkpoint
 from lipcert.train import save_checkpoint
 
@@ -60,6 +61,7 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
     res = json.loads((out / "results.json").read_text())
     assert set(res["ratios"]) >= {"overhead", "speedup_vs_segcertify", "curve_64_vs_1"}
     assert res["n_images"] == 2 and res["segcertify"][0]["forward_passes_per_image"] == 22
+    assert res["timing"]["samples"] == CompareConfig().timing_repeats  # the one (short) batch, every repeat
     rows = res["segcertify"][0]["results"]
     assert rows[0]["reachable"] and not rows[1]["reachable"]
     assert (out / "results.csv").read_text().startswith("method,setting,eps,metric,average,value")
