@@ -1,15 +1,18 @@
-"""The exact greedy of the unit-value certificates, in two linear-time passes and without a full sort.
+"""The exact greedy of the unit-value certificates, in linear time and without a full sort.
 
-Pass 1 (:func:`unit_candidates`, blocks of pixels in parallel) computes margins, flip costs and per-pixel
-radii, counts
-the clean and valid pixels, keeps the attacker's candidates that some budget can flip (cost <= cap) in a
-compact list per block, and adds each of them to a histogram of equal-width cost bins on [0, cap].
-Pass 2 (:func:`grouped_flip_counts`, images in parallel) answers every budget from the histograms: whole
-bins are taken, cheapest first, while their running sum fits; only the items of the first bin that does
-not fit (and of the bin holding the budget, for the per-pixel count) are gathered, sorted and added one
-by one. The bin of a cost never decreases with the cost, so every item of an earlier bin costs at most as
-much as every item of a later one: the answer is that of sorting every group and searching its running
-sums (the numpy twins do exactly that).
+Pass 1 (:func:`_scan_block`) computes margins, flip costs and per-pixel radii, counts the clean and
+valid pixels, keeps the attacker's candidates that some budget can flip (cost <= cap, the largest
+budget) in a compact list, and adds each of them to a histogram whose bins are equal-width in
+``sqrt(cost)`` on [0, cap]. Pass 2 (:func:`_image_flip_counts`) answers every budget from the histogram:
+whole bins are taken, cheapest first, while their running sum fits; only the items of the first bin
+that does not fit (and of the bin holding the budget, for the per-pixel count) are gathered, sorted and
+added one by one. The bin of a cost never decreases with the cost, so every item of an earlier bin costs
+at most as much as every item of a later one: the answer is that of sorting every group and searching
+its running sums (the numpy twins do exactly that).
+
+:func:`unit_certificate` runs both passes in one parallel region, one image per job (small images);
+:func:`unit_candidates` (blocks of pixels in parallel) then :func:`grouped_flip_counts` (images in
+parallel) do the same for large images, and :func:`unit_candidates` with ``cap = inf`` feeds the Q2 radii.
 """
 
 from __future__ import annotations

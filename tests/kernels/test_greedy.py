@@ -95,3 +95,12 @@ def test_bad_inputs_are_flagged():
     logits[0, 1, 3] = np.nan  # on an ignored pixel: still refused
     assert unit_candidates(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, 1.0)[-2] is False
     assert unit_certificate(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, eps, 0.0, False)[-2] is False
+
+
+@pytest.mark.parametrize("eps", [[0.0], [0.0, 0.0], [2.0, 0.0, 0.5]])
+def test_zero_and_unsorted_radii(eps):
+    rng = np.random.default_rng(1)
+    logits = rng.integers(-2, 3, size=(2, 3, 50)).astype(np.float32)  # ties: cost 0, flippable at eps 0
+    target = rng.choice([0, 1, 2, 255], size=(2, 50)).astype(np.int64)
+    _both(logits, target, False, True, 1.0, np.array(eps))
+    _both(logits, target, True, True, 1.0, np.array(eps), complement=True)
