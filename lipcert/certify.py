@@ -71,7 +71,9 @@ def _unit_problem(logits, target, metric, lipschitz, ignore_index):
 
 def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
     b, k = t.shape[:2]
-    z = t.reshape(b, k, -1).to(torch.float64).numpy()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # float16 / bfloat16 -> float32 is exact
+    z = t.reshape(b, k, -1).numpy()
     return build_iou_problem(
         z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index, cap
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 
@@ -75,3 +75,66 @@ def iou_frontier(tp_prefix, fp_prefix, budget):
         out[a, 0] = a
         out[a, 1] = b
     return out
+
+
+@njit(**NUMBA_FLAGS)
+def _frontier_hull(tp_prefix, fp_prefix, budget, out):
+    """Upper hull of one frontier (rows (a, b(a)), a increasing, b non-increasing), written to ``out``.
+
+    Keeps the points maximising ``a + r b`` for some r >= 0 (every ratio minimiser is among them): a point
+    is dropped when the next one has at least its b, or when it is not strictly above the chord of its
+    neighbours. Returns the number of hull rows.
+    """
+    b = np.searchsorted(fp_prefix, budget, side="right")
+    n_a = np.searchsorted(tp_prefix, budget, side="right")
+    size = 0
+    for a in range(n_a + 1):
+        rest = budget - (tp_prefix[a - 1] if a > 0 else 0.0)
+        while b > 0 and fp_prefix[b - 1] > rest:
+            b -= 1
+        while size > 0 and out[size - 1, 1] <= b:  # dominated: not more a, not less b
+            size -= 1
+        while size >= 2:
+            a1, b1 = out[size - 2, 0], out[size - 2, 1]
+            a2, b2 = out[size - 1, 0], out[size - 1, 1]
+            if (a2 - a1) * (b - b1) - (b2 - b1) * (a - a1) >= 0:  # middle point not strictly above the chord
+                size -= 1
+            else:
+                break
+        out[size, 0] = a
+        out[size, 1] = b
+        size += 1
+    return size
+
+
+@njit(parallel=True, **NUMBA_FLAGS)
+def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n_classes):
+    """Upper hulls of the (a, b) frontiers of every (budget e, class k, image i), in that order.
+
+    Args:
+        tp_offsets, tp_prefix, fp_offsets, fp_prefix: CSR over groups ``i * K + k`` (running sums).
+        budgets: float64 (E,); n_images: B; n_classes: K.
+
+    Returns:
+        ``(points, starts, sizes)``: int64 (capacity, 2) rows (a, b); item ``(e * K + k) * B + i`` owns
+        ``points[starts[item] : starts[item] + sizes[item]]``.
+    """
+    n_items = budgets.shape[0] * n_classes * n_images
+    starts = np.zeros(n_items + 1, dtype=np.int64)
+    for item in range(n_items):
+        e, rest = item // (n_classes * n_images), item % (n_classes * n_images)
+        g = (rest % n_images) * n_classes + rest // n_images
+        tp = tp_prefix[tp_offsets[g] : tp_offsets[g + 1]]
+        starts[item + 1] = starts[item] + np.searchsorted(tp, budgets[e], side="right") + 1
+    points = np.empty((starts[n_items], 2), dtype=np.int64)
+    sizes = np.empty(n_items, dtype=np.int64)
+    for item in prange(n_items):
+        e, rest = item // (n_classes * n_images), item % (n_classes * n_images)
+        g = (rest % n_images) * n_classes + rest // n_images
+        sizes[item] = _frontier_hull(
+            tp_prefix[tp_offsets[g] : tp_offsets[g + 1]],
+            fp_prefix[fp_offsets[g] : fp_offsets[g + 1]],
+            budgets[e],
+            points[starts[item] : starts[item + 1]],
+        )
+    return points, starts[:-1], sizes

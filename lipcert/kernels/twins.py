@@ -165,3 +165,62 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
 
     worst, naive = value(worst_num, den[:, None, :]), value(naive_num, den[:, None, :])
     return radius, worst, naive, value(clean_num, den), worst_num, naive_num, clean_num, den, finite, labels_ok
+
+
+def iou_costs(logits, pred, margin, target, ignore_index, scale, cap):
+    """numpy twin of :func:`lipcert.kernels.iou_costs.iou_costs` (a (K, N) cost array per image)."""
+    b_size, k_size, _ = logits.shape
+    tp_parts, fp_parts, tp0, union0 = [], [], [], []
+    classes = np.arange(k_size)[:, None]
+    for i in range(b_size):
+        t, p = target[i], pred[i]
+        valid = t != ignore_index
+        tp_mask = valid & (t == p)
+        tp_group = np.where(tp_mask, t, -1).astype(np.int64)
+        tp_parts.append(grouped_sorted_prefix(margin[i] ** 2 * scale, tp_group, k_size, cap))
+        z = logits[i].astype(np.float64)
+        fp_cost = (np.take_along_axis(z, p[None, :], 0) - z) ** 2 * scale  # (K, N)
+        fp_mask = valid[None, :] & (t[None, :] != classes) & (p[None, :] != classes)
+        fp_group = np.where(fp_mask, classes, -1).astype(np.int64)
+        fp_parts.append(grouped_sorted_prefix(fp_cost.ravel(), fp_group.ravel(), k_size, cap))
+        tp0.append(np.bincount(t[tp_mask], minlength=k_size))
+        union0.append(np.bincount(t[valid], minlength=k_size) + np.bincount(p[valid & (t != p)], minlength=k_size))
+    csr = []
+    for parts in (tp_parts, fp_parts):
+        offsets, shift = [np.zeros(1, dtype=np.int64)], 0
+        for off, _, _ in parts:
+            offsets.append(off[1:] + shift)
+            shift += off[-1]
+        csr += [np.concatenate(offsets), *(np.concatenate([part[j] for part in parts]) for j in (1, 2))]
+    return (*csr, np.concatenate(tp0).astype(np.int64), np.concatenate(union0).astype(np.int64))
+
+
+def upper_hull(points: np.ndarray) -> np.ndarray:
+    """Points (a, b) (a increasing, b non-increasing) that maximise ``a + r b`` for some r >= 0."""
+    hull: list[tuple[int, int]] = []
+    for a, b in points.tolist():
+        while hull and hull[-1][1] <= b:  # dominated: not more a, not less b
+            hull.pop()
+        while len(hull) >= 2:
+            (a1, b1), (a2, b2) = hull[-2], hull[-1]
+            if (a2 - a1) * (b - b1) - (b2 - b1) * (a - a1) >= 0:  # middle point not strictly above the chord
+                hull.pop()
+            else:
+                break
+        hull.append((a, b))
+    return np.asarray(hull, dtype=np.int64).reshape(-1, 2)
+
+
+def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n_classes):
+    """numpy twin of :func:`lipcert.kernels.iou.iou_hulls` (frontier, then a Python hull; compact layout)."""
+    hulls = []
+    for budget in budgets:
+        for k in range(n_classes):
+            for i in range(n_images):
+                g = i * n_classes + k
+                tp = tp_prefix[tp_offsets[g] : tp_offsets[g + 1]]
+                fp = fp_prefix[fp_offsets[g] : fp_offsets[g + 1]]
+                hulls.append(upper_hull(iou_frontier(tp, fp, budget)))
+    sizes = np.asarray([len(h) for h in hulls], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return np.concatenate(hulls).reshape(-1, 2), starts, sizes

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import grouped_sorted_prefix, iou_frontier, iou_worst, segment_count_leq
+from ..kernels import iou_costs, iou_hulls, iou_worst, segment_count_leq
 
 
 @dataclass(frozen=True)
@@ -32,64 +32,20 @@ class _IoUProblem:
     union0: np.ndarray  # int64 (B*K,)
 
 
-def _concat_csr(parts):
-    offsets, costs, prefix, shift = [np.zeros(1, dtype=np.int64)], [], [], 0
-    for off, val, pre in parts:
-        offsets.append(off[1:] + shift)
-        costs.append(val)
-        prefix.append(pre)
-        shift += len(val)
-    return np.concatenate(offsets), np.concatenate(costs), np.concatenate(prefix)
-
-
-def build_iou_problem(
-    logits64: np.ndarray, pred, margin, target, lipschitz, ignore_index, cap: float = np.inf
-) -> _IoUProblem:
-    """Sorted TP-removal and FP-addition costs of every (image, class).
+def build_iou_problem(logits, pred, margin, target, lipschitz, ignore_index, cap: float = np.inf) -> _IoUProblem:
+    """Sorted TP-removal and FP-addition costs of every (image, class) (:func:`lipcert.kernels.iou_costs`).
 
     Args:
-        logits64: float64 (B, K, N) logits; pred int64 (B, N); margin float64 (B, N); target int64 (B, N).
+        logits: float32/float64 (B, K, N) logits; pred int64 (B, N); margin float64 (B, N); target int64
+            (B, N) labels in [0, K) or ``ignore_index`` (validated by the caller).
         cap: the largest budget that will be asked: costs above it can never be spent and are not kept
             (no answer changes for budgets <= cap; only the counts tp0 / union0 use every pixel).
     """
-    b_size, k_size, _ = logits64.shape
+    b_size, k_size, _ = logits.shape
+    ignore = -1 if ignore_index is None else int(ignore_index)
     scale = 1.0 / (2.0 * lipschitz * lipschitz)
-    tp_parts, fp_parts, tp0, union0 = [], [], [], []
-    classes = np.arange(k_size)[:, None]
-    for i in range(b_size):
-        valid = target[i] != ignore_index if ignore_index is not None else np.ones_like(target[i], dtype=bool)
-        t, p = target[i], pred[i]
-        tp_mask = valid & (t == p)
-        tp_parts.append(
-            grouped_sorted_prefix(
-                np.ascontiguousarray(margin[i] ** 2 * scale), np.where(tp_mask, t, -1).astype(np.int64), k_size, cap
-            )
-        )
-        z = logits64[i]
-        top = np.take_along_axis(z, p[None, :], 0)
-        fp_cost = (top - z) ** 2 * scale  # (K, N): cost of making each pixel predict k
-        fp_mask = valid[None, :] & (t[None, :] != classes) & (p[None, :] != classes)
-        group = np.where(fp_mask, classes, -1).astype(np.int64)
-        fp_parts.append(grouped_sorted_prefix(np.ascontiguousarray(fp_cost.ravel()), group.ravel(), k_size, cap))
-        gt = np.bincount(t[valid], minlength=k_size)
-        tp = np.bincount(t[tp_mask], minlength=k_size)
-        fp0 = np.bincount(p[valid & (t != p)], minlength=k_size)
-        tp0.append(tp)
-        union0.append(gt + fp0)
-    tpo, tpc, tpp = _concat_csr(tp_parts)
-    fpo, fpc, fpp = _concat_csr(fp_parts)
-    return _IoUProblem(
-        b_size,
-        k_size,
-        tpo,
-        tpc,
-        tpp,
-        fpo,
-        fpc,
-        fpp,
-        np.concatenate(tp0).astype(np.int64),
-        np.concatenate(union0).astype(np.int64),
-    )
+    arrays = (np.ascontiguousarray(a) for a in (logits, pred, margin, target))
+    return _IoUProblem(b_size, k_size, *iou_costs(*arrays, ignore, scale, float(cap)))
 
 
 def iou_per_image(problem: _IoUProblem, budgets: np.ndarray):
@@ -128,42 +84,32 @@ def mean_over_classes(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def upper_hull(points: np.ndarray) -> np.ndarray:
-    """Points (a, b) (a increasing, b non-increasing) that maximise ``a + r b`` for some r >= 0."""
-    hull: list[tuple[int, int]] = []
-    for a, b in points.tolist():
-        while hull and hull[-1][1] <= b:  # dominated: not more a, not less b
-            hull.pop()
-        while len(hull) >= 2:
-            (a1, b1), (a2, b2) = hull[-2], hull[-1]
-            if (a2 - a1) * (b - b1) - (b2 - b1) * (a - a1) >= 0:  # middle point not strictly above the chord
-                hull.pop()
-            else:
-                break
-        hull.append((a, b))
-    return np.asarray(hull, dtype=np.int64).reshape(-1, 2)
-
-
 def iou_frontiers(problem: _IoUProblem, budgets: np.ndarray):
     """Per (eps, class): flat numerators N, denominators D and image segment lengths of every image's hull.
+
+    The upper hull of an image's frontier holds every point a ratio minimiser can use
+    (:func:`lipcert.kernels.iou_hulls`, all images, classes and radii in one parallel call).
 
     Returns:
         dict ``(e, k) -> (N int64 (m,), D int64 (m,), lengths int64 (B,))``.
     """
-    out = {}
     b_size, k_size = problem.n_images, problem.n_classes
-    for e, budget in enumerate(budgets):
-        for k in range(k_size):
-            nums, dens, lens = [], [], []
-            for i in range(b_size):
-                g = i * k_size + k
-                tp = problem.tp_prefix[problem.tp_offsets[g] : problem.tp_offsets[g + 1]]
-                fp = problem.fp_prefix[problem.fp_offsets[g] : problem.fp_offsets[g + 1]]
-                hull = upper_hull(iou_frontier(tp, fp, budget))
-                nums.append(problem.tp0[g] - hull[:, 0])
-                dens.append(problem.union0[g] + hull[:, 1])
-                lens.append(len(hull))
-            out[(e, k)] = (np.concatenate(nums), np.concatenate(dens), np.asarray(lens, dtype=np.int64))
+    p = problem
+    points, starts, sizes = iou_hulls(
+        p.tp_offsets, p.tp_prefix, p.fp_offsets, p.fp_prefix, np.asarray(budgets, dtype=np.float64), b_size, k_size
+    )
+    rows = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    kept = points[rows]
+    group = np.tile(np.arange(b_size) * k_size, k_size * len(budgets)) + np.repeat(
+        np.tile(np.arange(k_size), len(budgets)), b_size
+    )
+    group = np.repeat(group, sizes)
+    nums, dens = p.tp0[group] - kept[:, 0], p.union0[group] + kept[:, 1]
+    ends = np.cumsum(sizes.reshape(len(budgets), k_size, b_size).sum(2).ravel())
+    out = {}
+    for item, (lo, hi) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends, strict=True)):
+        e, k = divmod(item, k_size)
+        out[(e, k)] = (nums[lo:hi], dens[lo:hi], sizes[item * b_size : (item + 1) * b_size])
     return out
 
 

@@ -9,7 +9,8 @@ from test_certify import tiny_problem
 
 from lipcert import CertifiedMetric, certify_logits
 from lipcert.kernels import iou_frontier, iou_worst, twins
-from lipcert.metrics.iou import dinkelbach_min_ratio, upper_hull
+from lipcert.kernels.twins import upper_hull
+from lipcert.metrics.iou import dinkelbach_min_ratio
 
 EPS = [0.0, 0.4, 1.0, 2.0]
 

@@ -1,0 +1,61 @@
+"""The IoU cost kernel against its numpy twin (the former (K, N) numpy build)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lipcert.kernels import iou_costs, top2_margin, twins
+
+
+def _inputs(rng, b, k, n, dtype, ignore):
+    logits = rng.integers(-2, 3, size=(b, k, n)).astype(dtype)  # ties: zero costs, equal costs
+    pred, margin, _ = top2_margin(logits)
+    target = rng.choice(list(range(k)) + [ignore], size=(b, n)).astype(np.int64)
+    target[:, : n // 2] = pred[:, : n // 2]  # many true positives
+    return logits, pred, margin, target
+
+
+@given(st.integers(1, 3), st.integers(2, 5), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans())
+def test_kernel_equals_numpy_twin(b, k, n, seed, none_ignored):
+    rng = np.random.default_rng(seed)
+    ignore = -1 if none_ignored else 255
+    logits, pred, margin, target = _inputs(rng, b, k, n, np.float32, ignore)
+    for cap in (np.inf, 2.0, 0.0):
+        got = iou_costs(logits, pred, margin, target, ignore, 0.5, cap)
+        ref = twins.iou_costs(logits, pred, margin, target, ignore, 0.5, cap)
+        for x, y in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_image_and_float_logits(dtype):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 5000)).astype(dtype)
+    pred, margin, _ = top2_margin(logits)
+    target = np.where(rng.random((2, 5000)) < 0.7, pred, rng.integers(0, 4, size=(2, 5000)))
+    target[:, :7] = 255
+    got = iou_costs(logits, pred, margin, target, 255, 0.125, 0.6)
+    ref = twins.iou_costs(logits, pred, margin, target, 255, 0.125, 0.6)
+    for x, y in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(x, y)
+    offsets, costs = got[3], got[4]
+    assert all(np.all(np.diff(costs[offsets[g] : offsets[g + 1]]) >= 0) for g in range(8))  # sorted
+    assert costs.max() <= 0.6
+
+
+@given(st.integers(1, 3), st.integers(2, 4), st.integers(1, 30), st.integers(0, 2**31 - 1))
+def test_hull_kernel_equals_frontier_then_python_hull(b, k, n, seed):
+    from lipcert.kernels import iou_hulls
+
+    rng = np.random.default_rng(seed)
+    logits, pred, margin, target = _inputs(rng, b, k, n, np.float64, 255)
+    logits = logits + rng.normal(scale=0.3, size=logits.shape)  # distinct costs, long frontiers
+    pred, margin, _ = top2_margin(logits)
+    tpo, _, tpp, fpo, _, fpp, _, _ = iou_costs(logits, pred, margin, target, 255, 0.5, np.inf)
+    budgets = np.array([0.0, 0.3, 1.0, 5.0])
+    points, starts, sizes = iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
+    ref_points, _, ref_sizes = twins.iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
+    np.testing.assert_array_equal(sizes, ref_sizes)
+    got = np.concatenate([points[s : s + m] for s, m in zip(starts, sizes, strict=True)])
+    np.testing.assert_array_equal(got, ref_points)
