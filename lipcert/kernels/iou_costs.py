@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
+from .prefix import sort_and_sum
 
 
 @njit(**NUMBA_FLAGS)
@@ -41,19 +42,6 @@ def _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, tp_o
                 if fill:
                     fp_out[fp_pos[k]] = c
                 fp_pos[k] += 1
-
-
-@njit(**NUMBA_FLAGS)
-def _sort_and_sum(offsets, values, prefix, first, last):
-    """Sort the segments ``first .. last - 1`` ascending and write their running sums (cheapest first)."""
-    for g in range(first, last):
-        lo, hi = offsets[g], offsets[g + 1]
-        if hi > lo:
-            values[lo:hi] = np.sort(values[lo:hi])
-            acc = 0.0
-            for j in range(lo, hi):
-                acc += values[j]
-                prefix[j] = acc
 
 
 @njit(parallel=True, **NUMBA_FLAGS)
@@ -106,6 +94,6 @@ def iou_costs(logits, pred, margin, target, ignore_index, scale, cap):
         _pixel_costs(
             logits, pred, margin, target, ignore_index, scale, cap, b, tp_costs, fp_costs, tp_pos, fp_pos, True
         )
-        _sort_and_sum(tp_offsets, tp_costs, tp_prefix, b * k_size, (b + 1) * k_size)
-        _sort_and_sum(fp_offsets, fp_costs, fp_prefix, b * k_size, (b + 1) * k_size)
+        sort_and_sum(tp_offsets, tp_costs, tp_prefix, b * k_size, (b + 1) * k_size)
+        sort_and_sum(fp_offsets, fp_costs, fp_prefix, b * k_size, (b + 1) * k_size)
     return tp_offsets, tp_costs, tp_prefix, fp_offsets, fp_costs, fp_prefix, tp0.ravel(), union0.ravel()

@@ -47,16 +47,22 @@ def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """
     offsets, values = _scatter_by_group(costs, group, n_groups, cap)
     prefix = np.empty_like(values)
-    for g in range(n_groups):
-        lo = offsets[g]
-        hi = offsets[g + 1]
+    sort_and_sum(offsets, values, prefix, 0, n_groups)
+    return offsets, values, prefix
+
+
+@njit(**NUMBA_FLAGS)
+def sort_and_sum(offsets, values, prefix, first, last):
+    """Sort the segments ``first .. last - 1`` ascending in place and write their running sums
+    (accumulated in float64, cheapest first)."""
+    for g in range(first, last):
+        lo, hi = offsets[g], offsets[g + 1]
         if hi > lo:
             values[lo:hi] = np.sort(values[lo:hi])
             acc = 0.0
             for j in range(lo, hi):
                 acc += values[j]
                 prefix[j] = acc
-    return offsets, values, prefix
 
 
 @njit(**NUMBA_FLAGS)
