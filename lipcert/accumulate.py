@@ -7,9 +7,8 @@ import numpy as np
 from ._checks import check_choice, check_eps, check_lipschitz, check_no_options
 from .certificate import Certificate
 from .certify import IOU_METRICS, METRICS, _evaluate, _evaluate_iou, _higher_is_better
-from .kernels import segment_count_leq
 from .metrics.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
-from .metrics.unit import _budgets, unit_values
+from .metrics.unit import unit_values
 
 
 class CertifiedMetric:
@@ -105,13 +104,12 @@ class CertifiedMetric:
                 self._add_macro(name, values)
             return
         b, k = problem.n_images, problem.n_classes
-        budgets = _budgets(self.eps)
-        a = segment_count_leq(problem.tp_offsets, problem.tp_costs, budgets).reshape(b, k, -1)
-        bb = segment_count_leq(problem.fp_offsets, problem.fp_costs, budgets).reshape(b, k, -1)
+        a = problem.tp_single.reshape(b, k, -1)
+        bb = problem.fp_single.reshape(b, k, -1)
         tp0, union0 = problem.tp0.reshape(b, k), problem.union0.reshape(b, k)
         self._add("naive", (tp0[:, :, None] - a).sum(0).T, (union0[:, :, None] + bb).sum(0).T)  # (E, K)
         self._add("clean", tp0.sum(0), union0.sum(0))
-        for key, part in iou_frontiers(problem, budgets).items():
+        for key, part in iou_frontiers(problem).items():
             self._frontiers.setdefault(key, []).append(part)
 
     def _value(self, name: str) -> np.ndarray:

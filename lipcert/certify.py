@@ -69,13 +69,13 @@ def _unit_problem(logits, target, metric, lipschitz, ignore_index):
     return problem, radius.reshape(shape)
 
 
-def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, cap):
+def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets):
     b, k = t.shape[:2]
     if t.dtype not in (torch.float32, torch.float64):
         t = t.float()  # float16 / bfloat16 -> float32 is exact
     z = t.reshape(b, k, -1).numpy()
     return build_iou_problem(
-        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index, cap
+        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index, budgets
     )
 
 
@@ -86,10 +86,10 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_imag
     """
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
     budgets = _budgets(eps)
-    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, float(budgets.max()))
+    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets)
     if not per_image:
         return problem, None, None, None, margin
-    worst, naive, clean = iou_per_image(problem, budgets)
+    worst, naive, clean = iou_per_image(problem)
     if metric == "miou":
         worst, naive, clean = mean_over_classes(worst), mean_over_classes(naive), mean_over_classes(clean)
     return problem, worst, naive, clean, margin

@@ -167,9 +167,10 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
     return radius, worst, naive, value(clean_num, den), worst_num, naive_num, clean_num, den, finite, labels_ok
 
 
-def iou_costs(logits, pred, margin, target, ignore_index, scale, cap):
-    """numpy twin of :func:`lipcert.kernels.iou_costs.iou_costs` (a (K, N) cost array per image)."""
+def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
+    """numpy twin of :func:`lipcert.kernels.iou_costs.iou_costs` (a (K, N) cost array per image, full sorts)."""
     b_size, k_size, _ = logits.shape
+    cap = float(np.max(budgets))
     tp_parts, fp_parts, tp0, union0 = [], [], [], []
     classes = np.arange(k_size)[:, None]
     for i in range(b_size):
@@ -185,14 +186,21 @@ def iou_costs(logits, pred, margin, target, ignore_index, scale, cap):
         fp_parts.append(grouped_sorted_prefix(fp_cost.ravel(), fp_group.ravel(), k_size, cap))
         tp0.append(np.bincount(t[tp_mask], minlength=k_size))
         union0.append(np.bincount(t[valid], minlength=k_size) + np.bincount(p[valid & (t != p)], minlength=k_size))
-    csr = []
+    out = []
     for parts in (tp_parts, fp_parts):
-        offsets, shift = [np.zeros(1, dtype=np.int64)], 0
-        for off, _, _ in parts:
-            offsets.append(off[1:] + shift)
-            shift += off[-1]
-        csr += [np.concatenate(offsets), *(np.concatenate([part[j] for part in parts]) for j in (1, 2))]
-    return (*csr, np.concatenate(tp0).astype(np.int64), np.concatenate(union0).astype(np.int64))
+        offsets, costs, prefix, single = [0], [], [], []
+        for off, val, pre in parts:
+            for g in range(k_size):
+                seg, seg_pre = val[off[g] : off[g + 1]], pre[off[g] : off[g + 1]]
+                keep = seg_pre <= cap  # the cheapest costs whose running sum fits the largest budget
+                costs.append(seg[keep])
+                prefix.append(seg_pre[keep])
+                offsets.append(offsets[-1] + int(keep.sum()))
+                single.append(np.searchsorted(seg, budgets, side="right"))
+        out.append((np.asarray(offsets, dtype=np.int64), np.concatenate(costs), np.concatenate(prefix), single))
+    (tpo, tpc, tpp, tps), (fpo, fpc, fpp, fps) = out
+    counts = (np.concatenate(tp0), np.concatenate(union0), np.stack(tps), np.stack(fps))
+    return (tpo, tpc, tpp, fpo, fpc, fpp, *(c.astype(np.int64) for c in counts))
 
 
 def upper_hull(points: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import iou_costs, iou_hulls, iou_worst, segment_count_leq
+from ..kernels import iou_costs, iou_hulls, iou_worst
 
 
 @dataclass(frozen=True)
@@ -30,26 +30,31 @@ class _IoUProblem:
     fp_prefix: np.ndarray
     tp0: np.ndarray  # int64 (B*K,)
     union0: np.ndarray  # int64 (B*K,)
+    tp_single: np.ndarray  # int64 (B*K, E) TP costs <= each budget on their own (the per-pixel view)
+    fp_single: np.ndarray  # int64 (B*K, E) FP costs <= each budget on their own
+    budgets: np.ndarray  # float64 (E,) the budgets the problem answers (its lists stop at their maximum)
 
 
-def build_iou_problem(logits, pred, margin, target, lipschitz, ignore_index, cap: float = np.inf) -> _IoUProblem:
-    """Sorted TP-removal and FP-addition costs of every (image, class) (:func:`lipcert.kernels.iou_costs`).
+def build_iou_problem(logits, pred, margin, target, lipschitz, ignore_index, budgets) -> _IoUProblem:
+    """The cheapest TP-removal and FP-addition costs of every (image, class), for these budgets
+    (:func:`lipcert.kernels.iou_costs`).
 
     Args:
         logits: float32/float64 (B, K, N) logits; pred int64 (B, N); margin float64 (B, N); target int64
             (B, N) labels in [0, K) or ``ignore_index`` (validated by the caller).
-        cap: the largest budget that will be asked: costs above it can never be spent and are not kept
-            (no answer changes for budgets <= cap; only the counts tp0 / union0 use every pixel).
+        budgets: float64 (E,) squared radii (with slack) the problem must answer: the sorted lists stop
+            where their running sum exceeds the largest one (no answer for these budgets changes).
     """
     b_size, k_size, _ = logits.shape
     ignore = -1 if ignore_index is None else int(ignore_index)
     scale = 1.0 / (2.0 * lipschitz * lipschitz)
+    budgets = np.ascontiguousarray(budgets, dtype=np.float64)
     arrays = (np.ascontiguousarray(a) for a in (logits, pred, margin, target))
-    return _IoUProblem(b_size, k_size, *iou_costs(*arrays, ignore, scale, float(cap)))
+    return _IoUProblem(b_size, k_size, *iou_costs(*arrays, ignore, scale, budgets), budgets)
 
 
-def iou_per_image(problem: _IoUProblem, budgets: np.ndarray):
-    """Worst IoU (B, E, K), naive per-pixel IoU bound (B, E, K) and clean IoU (B, K)."""
+def iou_per_image(problem: _IoUProblem):
+    """Worst IoU (B, E, K), naive per-pixel IoU bound (B, E, K) and clean IoU (B, K) at the problem's budgets."""
     b, k = problem.n_images, problem.n_classes
     worst, _, _ = iou_worst(
         problem.tp_offsets,
@@ -58,11 +63,10 @@ def iou_per_image(problem: _IoUProblem, budgets: np.ndarray):
         problem.fp_prefix,
         problem.tp0,
         problem.union0,
-        budgets,
+        problem.budgets,
     )
     # naive: every pixel whose own cost fits the budget may change (union of per-pixel certificates)
-    a = segment_count_leq(problem.tp_offsets, problem.tp_costs, budgets)
-    bb = segment_count_leq(problem.fp_offsets, problem.fp_costs, budgets)
+    a, bb = problem.tp_single, problem.fp_single
     den = problem.union0[:, None] + bb
     with np.errstate(invalid="ignore", divide="ignore"):
         naive = np.where(den > 0, (problem.tp0[:, None] - a) / np.where(den > 0, den, 1), np.nan)
@@ -84,7 +88,7 @@ def mean_over_classes(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def iou_frontiers(problem: _IoUProblem, budgets: np.ndarray):
+def iou_frontiers(problem: _IoUProblem):
     """Per (eps, class): flat numerators N, denominators D and image segment lengths of every image's hull.
 
     The upper hull of an image's frontier holds every point a ratio minimiser can use
@@ -94,10 +98,8 @@ def iou_frontiers(problem: _IoUProblem, budgets: np.ndarray):
         dict ``(e, k) -> (N int64 (m,), D int64 (m,), lengths int64 (B,))``.
     """
     b_size, k_size = problem.n_images, problem.n_classes
-    p = problem
-    points, starts, sizes = iou_hulls(
-        p.tp_offsets, p.tp_prefix, p.fp_offsets, p.fp_prefix, np.asarray(budgets, dtype=np.float64), b_size, k_size
-    )
+    p, budgets = problem, problem.budgets
+    points, starts, sizes = iou_hulls(p.tp_offsets, p.tp_prefix, p.fp_offsets, p.fp_prefix, budgets, b_size, k_size)
     rows = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
     kept = points[rows]
     group = np.tile(np.arange(b_size) * k_size, k_size * len(budgets)) + np.repeat(

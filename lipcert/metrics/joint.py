@@ -63,9 +63,9 @@ def joint_miou(
     # the mean of per-class worst cases is also a proven lower bound: never return less
     pred, margin = _top2(t)
     problem = build_iou_problem(
-        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), L, ignore_index, float(budgets.max())
+        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), L, ignore_index, budgets
     )
-    per_class_worst, _, per_class_clean = iou_per_image(problem, budgets)
+    per_class_worst, _, per_class_clean = iou_per_image(problem)
     mean_bound = mean_over_classes(per_class_worst)
     worst = np.where(np.isnan(worst), worst, np.fmax(worst, mean_bound))
     names = {0: "exact", 1: "bound", 2: "time_limit"}

@@ -21,9 +21,9 @@ def test_kernel_equals_numpy_twin(b, k, n, seed, none_ignored):
     rng = np.random.default_rng(seed)
     ignore = -1 if none_ignored else 255
     logits, pred, margin, target = _inputs(rng, b, k, n, np.float32, ignore)
-    for cap in (np.inf, 2.0, 0.0):
-        got = iou_costs(logits, pred, margin, target, ignore, 0.5, cap)
-        ref = twins.iou_costs(logits, pred, margin, target, ignore, 0.5, cap)
+    for budgets in ([0.0], [2.0, 0.5], [100.0, 0.0, 3.0]):
+        got = iou_costs(logits, pred, margin, target, ignore, 0.5, np.array(budgets))
+        ref = twins.iou_costs(logits, pred, margin, target, ignore, 0.5, np.array(budgets))
         for x, y in zip(got, ref, strict=True):
             np.testing.assert_array_equal(x, y)
 
@@ -35,13 +35,15 @@ def test_large_image_and_float_logits(dtype):
     pred, margin, _ = top2_margin(logits)
     target = np.where(rng.random((2, 5000)) < 0.7, pred, rng.integers(0, 4, size=(2, 5000)))
     target[:, :7] = 255
-    got = iou_costs(logits, pred, margin, target, 255, 0.125, 0.6)
-    ref = twins.iou_costs(logits, pred, margin, target, 255, 0.125, 0.6)
+    budgets = np.array([0.6, 0.01, 0.2])
+    got = iou_costs(logits, pred, margin, target, 255, 0.125, budgets)
+    ref = twins.iou_costs(logits, pred, margin, target, 255, 0.125, budgets)
     for x, y in zip(got, ref, strict=True):
         np.testing.assert_array_equal(x, y)
-    offsets, costs = got[3], got[4]
+    offsets, costs, prefix = got[3], got[4], got[5]
     assert all(np.all(np.diff(costs[offsets[g] : offsets[g + 1]]) >= 0) for g in range(8))  # sorted
-    assert costs.max() <= 0.6
+    assert prefix.max() <= 0.6  # only what the largest budget can pay for jointly
+    assert got[9].sum() > offsets[-1]  # the per-pixel counts see more costs than the kept heads
 
 
 @given(st.integers(1, 3), st.integers(2, 4), st.integers(1, 30), st.integers(0, 2**31 - 1))
@@ -52,8 +54,8 @@ def test_hull_kernel_equals_frontier_then_python_hull(b, k, n, seed):
     logits, pred, margin, target = _inputs(rng, b, k, n, np.float64, 255)
     logits = logits + rng.normal(scale=0.3, size=logits.shape)  # distinct costs, long frontiers
     pred, margin, _ = top2_margin(logits)
-    tpo, _, tpp, fpo, _, fpp, _, _ = iou_costs(logits, pred, margin, target, 255, 0.5, np.inf)
     budgets = np.array([0.0, 0.3, 1.0, 5.0])
+    tpo, _, tpp, fpo, _, fpp, *_ = iou_costs(logits, pred, margin, target, 255, 0.5, budgets)
     points, starts, sizes = iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
     ref_points, _, ref_sizes = twins.iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
     np.testing.assert_array_equal(sizes, ref_sizes)
