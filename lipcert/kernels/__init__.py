@@ -6,22 +6,20 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 """
 
 from .greedy import grouped_flip_counts, unit_candidates, unit_certificate
-from .iou import iou_frontier, iou_hulls, iou_worst
+from .iou import iou_hulls, iou_worst
 from .iou_costs import iou_costs
 from .knapsack import dantzig_bound
 from .margins import PIXELS_PER_BLOCK, top2_margin
-from .prefix import grouped_sorted_prefix, segment_count_leq, segment_value_at
+from .prefix import grouped_sorted_prefix, segment_value_at
 
 __all__ = [
     "dantzig_bound",
     "iou_costs",
-    "iou_frontier",
     "iou_hulls",
     "iou_worst",
     "top2_margin",
     "grouped_flip_counts",
     "grouped_sorted_prefix",
-    "segment_count_leq",
     "segment_value_at",
     "unit_candidates",
     "unit_certificate",

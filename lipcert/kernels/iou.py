@@ -59,27 +59,12 @@ def iou_worst(tp_offsets, tp_prefix, fp_offsets, fp_prefix, tp0, union0, budgets
 
 
 @njit(**NUMBA_FLAGS)
-def iou_frontier(tp_prefix, fp_prefix, budget):
-    """Every (a, b(a)) choice of one (image, class) at one budget: b(a) = the largest affordable b.
-
-    Returns:
-        int64 (A + 1, 2) rows (a, b) for a = 0 .. A (A = the largest affordable a).
-    """
-    b = np.searchsorted(fp_prefix, budget, side="right")
-    n_a = np.searchsorted(tp_prefix, budget, side="right")
-    out = np.empty((n_a + 1, 2), dtype=np.int64)
-    for a in range(n_a + 1):
-        rest = budget - (tp_prefix[a - 1] if a > 0 else 0.0)
-        while b > 0 and fp_prefix[b - 1] > rest:
-            b -= 1
-        out[a, 0] = a
-        out[a, 1] = b
-    return out
-
-
-@njit(**NUMBA_FLAGS)
 def _frontier_hull(tp_prefix, fp_prefix, budget, out):
-    """Upper hull of one frontier (rows (a, b(a)), a increasing, b non-increasing), written to ``out``.
+    """Upper hull of one (image, class) frontier at one budget, written to ``out``.
+
+    The frontier: every choice (a, b(a)) for a = 0 .. A removed true positives (A = the largest
+    affordable a), b(a) = the largest affordable number of added false positives (a increasing, b
+    non-increasing).
 
     Keeps the points maximising ``a + r b`` for some r >= 0 (every ratio minimiser is among them): a point
     is dropped when the next one has at least its b, or when it is not strictly above the chord of its

@@ -66,27 +66,6 @@ def sort_and_sum(offsets, values, prefix, first, last):
 
 
 @njit(**NUMBA_FLAGS)
-def segment_count_leq(offsets, values, thresholds):
-    """Count, per segment, the sorted values ``<= t`` for every threshold.
-
-    Args:
-        offsets: int64 (G+1,) segment boundaries.
-        values: float64 (m,) ascending within each segment.
-        thresholds: float64 (E,) in any order.
-
-    Returns:
-        int64 (G, E) counts.
-    """
-    n_groups = offsets.shape[0] - 1
-    out = np.zeros((n_groups, thresholds.shape[0]), dtype=np.int64)
-    for g in range(n_groups):
-        seg = values[offsets[g] : offsets[g + 1]]
-        if seg.shape[0] > 0:
-            out[g, :] = np.searchsorted(seg, thresholds, side="right")
-    return out
-
-
-@njit(**NUMBA_FLAGS)
 def segment_value_at(offsets, values, counts):
     """The ``k``-th smallest value of each segment (1-based) for every requested ``k``.
 

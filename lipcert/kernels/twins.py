@@ -27,7 +27,7 @@ def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
 
 
 def segment_count_leq(offsets, values, thresholds):
-    """numpy twin of :func:`lipcert.kernels.prefix.segment_count_leq`."""
+    """Count, per segment, the sorted values ``<= t`` for every threshold: int64 (G, E)."""
     out = np.zeros((len(offsets) - 1, len(thresholds)), dtype=np.int64)
     for g in range(len(offsets) - 1):
         out[g] = np.searchsorted(values[offsets[g] : offsets[g + 1]], thresholds, side="right")
@@ -76,7 +76,7 @@ def iou_worst(tp_offsets, tp_prefix, fp_offsets, fp_prefix, tp0, union0, budgets
 
 
 def iou_frontier(tp_prefix, fp_prefix, budget):
-    """numpy twin of :func:`lipcert.kernels.iou.iou_frontier`."""
+    """Every (a, b(a)) choice of one (image, class) at one budget: int64 (A + 1, 2) rows (a, b)."""
     a = np.arange(np.searchsorted(tp_prefix, budget, side="right") + 1)
     spent = np.concatenate([[0.0], tp_prefix])[a]
     b = np.searchsorted(fp_prefix, budget - spent, side="right")
