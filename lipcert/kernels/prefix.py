@@ -47,12 +47,12 @@ def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
     """
     offsets, values = _scatter_by_group(costs, group, n_groups, cap)
     prefix = np.empty_like(values)
-    sort_and_sum(offsets, values, prefix, 0, n_groups)
+    _sort_and_sum(offsets, values, prefix, 0, n_groups)
     return offsets, values, prefix
 
 
 @njit(**NUMBA_FLAGS)
-def sort_and_sum(offsets, values, prefix, first, last):
+def _sort_and_sum(offsets, values, prefix, first, last):
     """Sort the segments ``first .. last - 1`` ascending in place and write their running sums
     (accumulated in float64, cheapest first)."""
     for g in range(first, last):
