@@ -141,7 +141,7 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
         xb, yb = torch.stack([a for a, _ in items]).to(device), torch.stack([b for _, b in items])
         m = len(items)
         with torch.no_grad():
-            logits, _ = _timed(lambda xb=xb: lip_model(xb))
+            logits = lip_model(xb)
 
         cert = certify_logits(logits, eps, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore)
         if m == cfg.lip_batch or start == 0:  # per-image time of full batches (a short last batch is skipped)

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
-from .margins import _BLOCK, _TILE, _top2_tile
+from .margins import _TILE, PIXELS_PER_BLOCK, _top2_tile
 
 _ITEMS_PER_BIN = 4  # bins per group = pixels per block / (4 G): a few items per bin
 
@@ -29,7 +29,7 @@ _ITEMS_PER_BIN = 4  # bins per group = pixels per block / (4 G): a few items per
 @njit(**NUMBA_FLAGS)
 def n_bins(n_pixels, n_groups):
     """Histogram bins per group for images of ``n_pixels`` pixels and ``n_groups`` groups (>= 1)."""
-    return max(1, min(n_pixels, _BLOCK) // (_ITEMS_PER_BIN * n_groups))
+    return max(1, min(n_pixels, PIXELS_PER_BLOCK) // (_ITEMS_PER_BIN * n_groups))
 
 
 @njit(**NUMBA_FLAGS)
@@ -136,7 +136,7 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     b_size, k_size, n_size = logits.shape
     g_size = k_size if per_class else 1
     nb = n_bins(n_size, g_size)
-    n_blocks = (n_size + _BLOCK - 1) // _BLOCK
+    n_blocks = (n_size + PIXELS_PER_BLOCK - 1) // PIXELS_PER_BLOCK
     radius = np.empty((b_size, n_size), dtype=np.float64)
     costs = np.empty(b_size * n_size, dtype=np.float64)
     cell = np.empty(b_size * n_size, dtype=np.int32)
@@ -148,8 +148,8 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     labels_ok = np.ones(b_size * n_blocks, dtype=np.bool_)
     for job in prange(b_size * n_blocks):
         b = job // n_blocks
-        start = (job % n_blocks) * _BLOCK
-        hi = min(n_size, start + _BLOCK)
+        start = (job % n_blocks) * PIXELS_PER_BLOCK
+        hi = min(n_size, start + PIXELS_PER_BLOCK)
         lo = b * n_size + start
         kept, finite[job], labels_ok[job] = _scan_block(
             logits, target, ignore_index, per_class, correct_only, lipschitz, cap, b, start, hi, radius,

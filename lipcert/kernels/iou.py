@@ -101,25 +101,35 @@ def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n
         budgets: float64 (E,); n_images: B; n_classes: K.
 
     Returns:
-        ``(points, starts, sizes)``: int64 (capacity, 2) rows (a, b); item ``(e * K + k) * B + i`` owns
-        ``points[starts[item] : starts[item] + sizes[item]]``.
+        ``(points, sizes)``: int64 (m, 2) rows (a, b), the hulls one after another in item order
+        ``(e * K + k) * B + i``, and int64 (E*K*B,) the number of rows of each.
     """
     n_items = budgets.shape[0] * n_classes * n_images
-    starts = np.zeros(n_items + 1, dtype=np.int64)
+    starts = np.zeros(n_items + 1, dtype=np.int64)  # room for each whole frontier
     for item in range(n_items):
-        e, rest = item // (n_classes * n_images), item % (n_classes * n_images)
-        g = (rest % n_images) * n_classes + rest // n_images
+        e, g = _item_group(item, n_images, n_classes)
         tp = tp_prefix[tp_offsets[g] : tp_offsets[g + 1]]
         starts[item + 1] = starts[item] + np.searchsorted(tp, budgets[e], side="right") + 1
-    points = np.empty((starts[n_items], 2), dtype=np.int64)
+    room = np.empty((starts[n_items], 2), dtype=np.int64)
     sizes = np.empty(n_items, dtype=np.int64)
     for item in prange(n_items):
-        e, rest = item // (n_classes * n_images), item % (n_classes * n_images)
-        g = (rest % n_images) * n_classes + rest // n_images
+        e, g = _item_group(item, n_images, n_classes)
         sizes[item] = _frontier_hull(
             tp_prefix[tp_offsets[g] : tp_offsets[g + 1]],
             fp_prefix[fp_offsets[g] : fp_offsets[g + 1]],
             budgets[e],
-            points[starts[item] : starts[item + 1]],
+            room[starts[item] : starts[item + 1]],
         )
-    return points, starts[:-1], sizes
+    points = np.empty((sizes.sum(), 2), dtype=np.int64)
+    out = 0
+    for item in range(n_items):
+        points[out : out + sizes[item]] = room[starts[item] : starts[item] + sizes[item]]
+        out += sizes[item]
+    return points, sizes
+
+
+@njit(**NUMBA_FLAGS)
+def _item_group(item, n_images, n_classes):
+    """(budget index e, group i * K + k) of hull item ``(e * K + k) * B + i``."""
+    e, rest = item // (n_classes * n_images), item % (n_classes * n_images)
+    return e, (rest % n_images) * n_classes + rest // n_images

@@ -7,8 +7,7 @@ from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 
-_BLOCK = 4096  # pixels per parallel job
-PIXELS_PER_BLOCK = _BLOCK
+PIXELS_PER_BLOCK = 4096  # pixels per parallel job (images up to this size: one image per job)
 _TILE = 512  # pixels whose running top-2 stays in L1 while the classes stream past
 
 
@@ -51,7 +50,7 @@ def top2_margin(logits):
     b_size, _, n_size = logits.shape
     pred = np.empty((b_size, n_size), dtype=np.int64)
     margin = np.empty((b_size, n_size), dtype=np.float64)
-    n_blocks = (n_size + _BLOCK - 1) // _BLOCK
+    n_blocks = (n_size + PIXELS_PER_BLOCK - 1) // PIXELS_PER_BLOCK
     bad = np.zeros(b_size * n_blocks, dtype=np.bool_)
     for job in prange(b_size * n_blocks):
         b = job // n_blocks
@@ -59,8 +58,8 @@ def top2_margin(logits):
         second = np.empty(_TILE, dtype=logits.dtype)
         arg = np.empty(_TILE, dtype=np.int32)
         check = np.empty(_TILE, dtype=logits.dtype)
-        hi = min(n_size, (job % n_blocks + 1) * _BLOCK)
-        for lo in range((job % n_blocks) * _BLOCK, hi, _TILE):
+        hi = min(n_size, (job % n_blocks + 1) * PIXELS_PER_BLOCK)
+        for lo in range((job % n_blocks) * PIXELS_PER_BLOCK, hi, _TILE):
             n = min(_TILE, hi - lo)
             _top2_tile(logits, b, lo, n, best, second, arg, check)
             for i in range(n):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .greedy import bin_of, bin_scale, n_bins
-from .margins import _BLOCK
+from .margins import PIXELS_PER_BLOCK
 
 
 def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
@@ -98,14 +98,14 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     cost = margin**2 * (1.0 / (2.0 * lipschitz * lipschitz))
     keep = cand & (cost <= cap)
     nb = n_bins.py_func(n, g_size)
-    n_blocks = -(-n // _BLOCK)
+    n_blocks = -(-n // PIXELS_PER_BLOCK)
     costs = np.zeros(b_size * n)
     cell = np.full(b_size * n, -1, dtype=np.int32)
     count = np.zeros((b_size * n_blocks, g_size * nb), dtype=np.int32)
     total = np.zeros((b_size * n_blocks, g_size * nb))
     for b in range(b_size):
         for blk in range(n_blocks):
-            lo, hi = blk * _BLOCK, min(n, (blk + 1) * _BLOCK)
+            lo, hi = blk * PIXELS_PER_BLOCK, min(n, (blk + 1) * PIXELS_PER_BLOCK)
             sel = lo + np.flatnonzero(keep[b, lo:hi])
             c = cost[b, sel]
             to_bin = bin_scale.py_func(cap, nb)
@@ -230,5 +230,4 @@ def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n
                 fp = fp_prefix[fp_offsets[g] : fp_offsets[g + 1]]
                 hulls.append(upper_hull(iou_frontier(tp, fp, budget)))
     sizes = np.asarray([len(h) for h in hulls], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return np.concatenate(hulls).reshape(-1, 2), starts, sizes
+    return np.concatenate(hulls).reshape(-1, 2), sizes

@@ -66,18 +66,6 @@ def receptive_field_bound(weight: torch.Tensor, stride, dilation) -> float:
     return mat_norm * math.sqrt(count)
 
 
-def _shifted_frobenius_bound(gram: torch.Tensor) -> torch.Tensor:
-    """``lambda_max(B) <= rho + ||B - rho I||_F`` for Hermitian B (rho = trace / n): exact when B = rho I.
-
-    (``||B - rho I||_2 <= ||B - rho I||_F`` and ``lambda_max(B) = rho + lambda_max(B - rho I)``.) The
-    matrix form, used by the tests to check :func:`_cheap_bounds`.
-    """
-    n = gram.shape[-1]
-    rho = torch.diagonal(gram, dim1=-2, dim2=-1).real.sum(-1) / n
-    eye = torch.eye(n, dtype=gram.dtype)
-    return rho + torch.linalg.matrix_norm(gram - rho[:, None, None] * eye, ord="fro")
-
-
 def _alias_weights(fh, fw, parts, sign: float) -> torch.Tensor:
     """(F, D) weights ``w`` with ``Gram block(f') = sum_D w[f', D] A_D`` (mean of the phases over aliases)."""
     total = None
@@ -89,6 +77,9 @@ def _alias_weights(fh, fw, parts, sign: float) -> torch.Tensor:
 
 def _cheap_bounds(fh, fw, parts, sign: float) -> torch.Tensor:
     """The shifted-Frobenius bound of every block, without forming the blocks.
+
+    ``lambda_max(G) <= rho + ||G - rho I||_F`` for Hermitian G, ``rho = tr G / n`` (``||G - rho I||_2 <=
+    ||G - rho I||_F`` and ``lambda_max(G) = rho + lambda_max(G - rho I)``); exact when ``G = rho I``.
 
     With ``A_D = T_D + (tr A_D / n) I`` (T_D traceless), a block is ``G = sum_D w_D A_D``, so
     ``rho = tr G / n = sum_D w_D tr A_D / n`` and ``G - rho I = sum_D w_D T_D``, whose squared Frobenius

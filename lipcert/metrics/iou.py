@@ -97,21 +97,18 @@ def iou_frontiers(problem: _IoUProblem):
     Returns:
         dict ``(e, k) -> (N int64 (m,), D int64 (m,), lengths int64 (B,))``.
     """
-    b_size, k_size = problem.n_images, problem.n_classes
-    p, budgets = problem, problem.budgets
-    points, starts, sizes = iou_hulls(p.tp_offsets, p.tp_prefix, p.fp_offsets, p.fp_prefix, budgets, b_size, k_size)
-    rows = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-    kept = points[rows]
-    group = np.tile(np.arange(b_size) * k_size, k_size * len(budgets)) + np.repeat(
-        np.tile(np.arange(k_size), len(budgets)), b_size
-    )
-    group = np.repeat(group, sizes)
-    nums, dens = p.tp0[group] - kept[:, 0], p.union0[group] + kept[:, 1]
-    ends = np.cumsum(sizes.reshape(len(budgets), k_size, b_size).sum(2).ravel())
+    p, b_size, k_size, n_eps = problem, problem.n_images, problem.n_classes, len(problem.budgets)
+    points, sizes = iou_hulls(p.tp_offsets, p.tp_prefix, p.fp_offsets, p.fp_prefix, p.budgets, b_size, k_size)
+    sizes = sizes.reshape(n_eps, k_size, b_size)
+    item_group = np.broadcast_to(np.arange(b_size) * k_size + np.arange(k_size)[:, None], sizes.shape)
+    group = np.repeat(item_group.ravel(), sizes.ravel())  # the (image, class) of every hull row
+    nums, dens = p.tp0[group] - points[:, 0], p.union0[group] + points[:, 1]
+    bounds = np.concatenate([[0], np.cumsum(sizes.sum(2))]).reshape(-1)  # rows of each (e, k), in order
     out = {}
-    for item, (lo, hi) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends, strict=True)):
-        e, k = divmod(item, k_size)
-        out[(e, k)] = (nums[lo:hi], dens[lo:hi], sizes[item * b_size : (item + 1) * b_size])
+    for e in range(n_eps):
+        for k in range(k_size):
+            lo, hi = bounds[e * k_size + k], bounds[e * k_size + k + 1]
+            out[(e, k)] = (nums[lo:hi], dens[lo:hi], sizes[e, k])
     return out
 
 

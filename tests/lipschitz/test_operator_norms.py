@@ -53,8 +53,11 @@ def test_cheap_bounds_equal_the_matrix_shifted_frobenius_bound(c_out, c_in, s, d
         fh, fw = torch.meshgrid(torch.arange(n // s), torch.arange(n // s), indexing="ij")
         fh, fw = fh.reshape(-1).double(), fw.reshape(-1).double()
         sign = -1.0 if adjoint else 1.0
-        matrix = on._shifted_frobenius_bound(on._gram_blocks(fh, fw, parts, sign))
-        exact = torch.linalg.eigvalsh(on._gram_blocks(fh, fw, parts, sign))[:, -1]
+        gram = on._gram_blocks(fh, fw, parts, sign)  # the blocks themselves, then the bound on each matrix
+        rho = torch.diagonal(gram, dim1=-2, dim2=-1).real.sum(-1) / gram.shape[-1]
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+        matrix = rho + torch.linalg.matrix_norm(gram - rho[:, None, None] * eye, ord="fro")
+        exact = torch.linalg.eigvalsh(gram)[:, -1]
         cheap = on._cheap_bounds(fh, fw, parts, sign)
         torch.testing.assert_close(cheap, matrix, rtol=1e-10, atol=1e-10)
         assert bool((cheap >= exact - 1e-10).all())  # an upper bound of every block's largest eigenvalue
