@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .config import EPS_RANGE, LIPSCHITZ_RANGE, LOGIT_LIMIT
 from .errors import LipcertError
 
 _INTEGER_DTYPES = frozenset(
@@ -40,8 +41,14 @@ def check_logits(logits, finite: bool = True) -> torch.Tensor:
     return t
 
 
-def raise_not_finite() -> None:
-    raise LipcertError("Expected finite `logits`, but found NaN or Inf values.")
+def raise_not_finite(logits=None) -> None:
+    """Refuse logits that are NaN / Inf, or too large to certify exactly (the kernels' joint flag)."""
+    if logits is not None and bool(torch.isfinite(torch.as_tensor(logits)).all()):
+        raise LipcertError(
+            f"Expected every logit to be below {LOGIT_LIMIT:.3g} (2**161) in magnitude, the range lipcert "
+            "certifies exactly in float64, but found larger values."
+        )
+    raise LipcertError("Expected finite `logits`, but found NaN or Inf values (or values of magnitude >= 2**161).")
 
 
 def check_target(target, logits: torch.Tensor, ignore_index: int | None, check_range: bool = True) -> torch.Tensor:
@@ -70,38 +77,84 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None, check_r
     return t
 
 
-def check_eps(eps) -> np.ndarray:
-    """Validate radii: a float or 1-D sequence of finite values >= 0 -> float64 (E,)."""
+def _real_number(x) -> bool:
+    """A real number that is not a bool (True is not a radius or a constant)."""
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    return isinstance(x, (int, float, np.integer, np.floating))
+
+
+def check_eps(eps, name: str = "eps") -> np.ndarray:
+    """Validate radii: a number or 1-D sequence of numbers, each 0 or in ``EPS_RANGE`` -> float64 (E,).
+
+    Raises:
+        LipcertError: not a number / sequence of numbers, empty, NaN, negative, or outside the range that
+            float64 certifies exactly (lipcert.config).
+    """
     if isinstance(eps, (list, tuple)) and all(type(x) in (float, int) for x in eps):
         values = [float(x) for x in eps]  # the common case, without numpy reductions
         arr = np.array(values, dtype=np.float64)
     else:
-        arr = np.asarray(eps, dtype=np.float64) if not isinstance(eps, torch.Tensor) else eps.double().numpy()
+        if isinstance(eps, torch.Tensor):
+            if eps.is_complex() or eps.dtype == torch.bool:
+                raise LipcertError(f"Expected `{name}` to be real numbers, but got a {eps.dtype} tensor.")
+            arr = eps.detach().cpu().double().numpy()
+        elif _real_number(eps):
+            arr = np.array([float(eps)])
+        elif isinstance(eps, (list, tuple, np.ndarray)):
+            items = np.asarray(eps, dtype=object).ravel() if not isinstance(eps, np.ndarray) else eps
+            if isinstance(eps, np.ndarray) and eps.dtype.kind not in "iuf":
+                raise LipcertError(f"Expected `{name}` to be real numbers, but got an array of dtype {eps.dtype}.")
+            if not isinstance(eps, np.ndarray) and not all(_real_number(x) for x in items):
+                bad = next(x for x in items if not _real_number(x))
+                raise LipcertError(f"Expected `{name}` to be numbers, but got {bad!r} in {eps!r}.")
+            arr = np.asarray(eps, dtype=np.float64)
+        else:
+            raise LipcertError(f"Expected `{name}` to be a number or a 1-D sequence of numbers, but got {eps!r}.")
         if arr.ndim == 0:
             arr = arr[None]
         if arr.ndim != 1:
-            raise LipcertError(f"Expected `eps` to be a float or a non-empty 1-D sequence, but got shape {arr.shape}.")
+            raise LipcertError(f"Expected `{name}` to be a number or a 1-D sequence, but got shape {arr.shape}.")
         values = arr.tolist()
     if not values:
-        raise LipcertError("Expected `eps` to be a float or a non-empty 1-D sequence, but got an empty one.")
+        raise LipcertError(f"Expected `{name}` to be a number or a non-empty 1-D sequence, but got an empty one.")
     if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise LipcertError(f"Expected every `eps` to be finite and >= 0, but got {values}.")
-    return arr
+        raise LipcertError(f"Expected every `{name}` to be finite and >= 0, but got {values}.")
+    lo, hi = EPS_RANGE
+    out = [v for v in values if v != 0 and not lo <= v <= hi]
+    if out:
+        raise LipcertError(
+            f"`{name}` = {out[0]!r} is outside the range lipcert certifies exactly in float64: every radius "
+            f"must be 0 or in [{lo:g}, {hi:g}] (l2, [0,1] pixel units)."
+        )
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def check_lipschitz(lipschitz) -> float:
-    """Validate a declared Lipschitz constant: a finite float > 0 (never defaulted)."""
+    """Validate a declared Lipschitz constant: a number in ``LIPSCHITZ_RANGE`` (never defaulted).
+
+    Raises:
+        LipcertError: None, a bool or non-number, NaN / inf, <= 0, or outside the certified range.
+    """
     if lipschitz is None:
         raise LipcertError(
             "A Lipschitz constant is required: pass `lipschitz=` explicitly (it never defaults to 1), "
             "or use lipcert.certify(model, ...) with a model whose bound lipcert can compute."
         )
-    try:
-        value = float(lipschitz)
-    except (TypeError, ValueError) as exc:
-        raise LipcertError(f"Expected `lipschitz` to be a number, but got {lipschitz!r}.") from exc
+    if isinstance(lipschitz, torch.Tensor) and lipschitz.numel() == 1 and not lipschitz.dtype == torch.bool:
+        lipschitz = lipschitz.item()
+    if isinstance(lipschitz, np.ndarray) and lipschitz.ndim == 0 and lipschitz.dtype.kind in "iuf":
+        lipschitz = lipschitz.item()
+    if not _real_number(lipschitz):
+        raise LipcertError(f"Expected `lipschitz` to be a number (the constant L), but got {lipschitz!r}.")
+    value = float(lipschitz)
     if not math.isfinite(value) or value <= 0:
         raise LipcertError(f"Expected `lipschitz` to be finite and > 0, but got {value}.")
+    lo, hi = LIPSCHITZ_RANGE
+    if not lo <= value <= hi:
+        raise LipcertError(
+            f"`lipschitz` = {value!r} is outside the range lipcert certifies exactly in float64: [{lo:g}, {hi:g}]."
+        )
     return value
 
 
@@ -124,3 +177,32 @@ def check_no_options(options: dict, metric: str) -> None:
     """Refuse metric options that no built-in metric understands (nothing is silently ignored)."""
     if options:
         raise LipcertError(f"Unknown option(s) {sorted(options)} for metric {metric!r}.")
+
+
+def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool = False):
+    """Validate a finite number > 0 (>= 0 with ``allow_zero``); an int (not a bool) when ``integer``.
+
+    Raises:
+        LipcertError: naming ``name``, for a bool, a non-number, NaN / inf, a float where an integer is
+            needed, or a value out of range.
+    """
+    kind = "an integer" if integer else "a number"
+    bound = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
+    if integer and not isinstance(value, (int, np.integer)):
+        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
+    if not math.isfinite(float(value)) or value < 0 or (value == 0 and not allow_zero):
+        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
+    return int(value) if integer else float(value)
+
+
+def check_ignore_index(ignore_index) -> int | None:
+    """Validate ``ignore_index``: None or an integer (a float would silently match nothing or class 0)."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise LipcertError(f"Expected `ignore_index` to be an integer label or None, but got {ignore_index!r}.")
+    if not -(2**62) <= int(ignore_index) < 2**62:
+        raise LipcertError(f"Expected `ignore_index` to fit in int64, but got {ignore_index!r}.")
+    return int(ignore_index)

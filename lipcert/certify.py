@@ -15,7 +15,7 @@ from ._checks import (
     check_target,
 )
 from .certificate import Certificate
-from .costs import _top2
+from .costs import top2
 from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
@@ -23,7 +23,7 @@ from .metrics.unit import (
     PER_CLASS_UNIT,
     UNIT_METRICS,
     UnitEvaluation,
-    _budgets,
+    budgets_of,
     build_unit_problem,
     unit_counts,
     unit_radius,
@@ -47,7 +47,7 @@ def _inputs(logits, target, metric, ignore_index, check_range=True):
 def _prepare(logits, target, metric, ignore_index):
     """Validate and return (logits tensor, target numpy or None, pred, margin)."""
     t, tgt = _inputs(logits, target, metric, ignore_index)
-    pred, margin = _top2(t)
+    pred, margin = top2(t)
     return t, tgt, pred, margin
 
 
@@ -85,7 +85,7 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_imag
     With ``per_image=False`` only the problem (sorted costs) is built; the values are None.
     """
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    budgets = _budgets(eps)
+    budgets = budgets_of(eps)
     problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets)
     if not per_image:
         return problem, None, None, None, margin

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ._checks import check_lipschitz, check_logits, raise_not_finite
-from .kernels import top2_margin
+from .kernels import pair_costs, top2_margin
 
 
-def _top2(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def top2(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Prediction (first argmax, int64) and margin top1 - top2 (float64), (B, H, W) each.
 
     ``logits`` has passed ``check_logits(..., finite=False)``; finiteness is checked in the same pass.
@@ -28,7 +28,7 @@ def _top2(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         logits = logits.float()  # float16 / bfloat16 -> float32 is exact
     pred, margin, finite = top2_margin(np.ascontiguousarray(logits.numpy().reshape(b, k, h * w)))
     if not finite:
-        raise_not_finite()
+        raise_not_finite(logits)
     return pred.reshape(b, h, w), margin.reshape(b, h, w)
 
 
@@ -48,7 +48,7 @@ def margins(logits) -> tuple[np.ndarray, np.ndarray]:
         >>> int(pred[0, 0, 0]), float(m[0, 0, 0])
         (0, 1.5)
     """
-    return _top2(check_logits(logits, finite=False))
+    return top2(check_logits(logits, finite=False))
 
 
 def flip_costs(logits, lipschitz: float) -> np.ndarray:
@@ -67,8 +67,8 @@ def flip_costs(logits, lipschitz: float) -> np.ndarray:
         2.0
     """
     L = check_lipschitz(lipschitz)
-    _, m = _top2(check_logits(logits, finite=False))
-    return (m**2) / (2.0 * L * L)
+    _, m = top2(check_logits(logits, finite=False))
+    return pair_costs(m, 1.0 / L)
 
 
 def targeted_costs(logits, lipschitz: float) -> np.ndarray:
@@ -87,10 +87,11 @@ def targeted_costs(logits, lipschitz: float) -> np.ndarray:
         [0.0, 0.5]
     """
     L = check_lipschitz(lipschitz)
-    t = check_logits(logits)
+    t = check_logits(logits, finite=False)
+    top2(t)  # the same range check as every certificate
     z = t.to(torch.float64)
     top = z.max(dim=1, keepdim=True).values
-    return (((top - z) ** 2) / (2.0 * L * L)).numpy()
+    return pair_costs(np.ascontiguousarray((top - z).numpy()), 1.0 / L)
 
 
 def pixel_radius(logits, lipschitz: float) -> np.ndarray:
@@ -112,5 +113,5 @@ def pixel_radius(logits, lipschitz: float) -> np.ndarray:
         0.7071
     """
     L = check_lipschitz(lipschitz)
-    _, m = _top2(check_logits(logits, finite=False))
+    _, m = top2(check_logits(logits, finite=False))
     return m / (np.sqrt(2.0) * L)

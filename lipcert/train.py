@@ -20,7 +20,7 @@ from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
 
-LOSSES = ("tau_ce", "hkr")
+LOSSES = ("tau_ce", "hkr", "margin_ce")
 
 
 @dataclass
@@ -32,7 +32,11 @@ class TrainConfig:
         lr, weight_decay, betas: AdamW settings; the learning rate follows a cosine to ``lr_min``.
         loss: ``"tau_ce"`` (deel-torchlip TauCrossEntropyLoss, CE(tau * z) / tau) or ``"hkr"``
             (deel-torchlip SoftHKRMulticlassLoss on the valid pixels).
-        tau: temperature of tau_ce (1 = plain cross-entropy).
+        tau: temperature of tau_ce and margin_ce (1 = plain cross-entropy).
+        margin: kappa of ``"margin_ce"`` in logit units: ``CE(tau * (z - kappa * onehot(y))) / tau``, the
+            true-class logit lowered by kappa, so the loss keeps pushing until the margin exceeds kappa
+            (``sqrt(2) * L * eps_train`` protects a pixel at radius eps_train).
+        margin_warmup: epochs over which kappa grows linearly from 0 to ``margin`` (0: from the start).
         class_weights: per-class loss weights (e.g. 0.1 for a dominant background), or None.
         noise_sigma: std of Gaussian noise added in [0,1] input space (randomized-smoothing twins).
         monitor_eps: radius (l2, [0,1] pixels) of the certified accuracy shown during evaluation.
@@ -63,6 +67,8 @@ class TrainConfig:
     adv_steps: int = 3
     adv_norm: str = "l2"
     init_from: str | None = None
+    margin: float = 0.0
+    margin_warmup: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -70,6 +76,8 @@ def _loss_fn(cfg: TrainConfig, ignore_index: int):
     weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
     if cfg.loss == "tau_ce":
         return torchlip.TauCrossEntropyLoss(tau=cfg.tau, weight=weight, ignore_index=ignore_index)
+    if cfg.loss == "margin_ce":
+        return _margin_ce(cfg.tau, weight, ignore_index)
     if cfg.loss == "hkr":
         hkr = torchlip.SoftHKRMulticlassLoss(alpha=0.95, min_margin=0.01, temperature=5.0)
 
@@ -83,6 +91,19 @@ def _loss_fn(cfg: TrainConfig, ignore_index: int):
 
         return loss
     raise LipcertError(f"Expected `loss` in {LOSSES}, but got {cfg.loss!r}.")
+
+
+def _margin_ce(tau: float, weight, ignore_index: int):
+    """``CE(tau * (z - kappa * onehot(y))) / tau`` with a per-call kappa (the schedule sets it)."""
+
+    def loss(logits, target, kappa=0.0):
+        k = logits.shape[1]
+        safe = torch.where(target == ignore_index, torch.zeros_like(target), target)
+        offset = nn.functional.one_hot(safe, k).permute(0, 3, 1, 2).to(logits.dtype) * kappa
+        z = tau * (logits - offset)
+        return nn.functional.cross_entropy(z, target, weight=weight, ignore_index=ignore_index) / tau
+
+    return loss
 
 
 def pgd_examples(
@@ -314,7 +335,11 @@ def train(
             if cfg.adversarial == "pgd":  # adversarial-only batches
                 x = pgd_examples(model, x, y, cfg.adv_eps, cfg.adv_steps, cfg.adv_norm, ignore_index)
             logits = model(x)
-            loss = loss_fn(logits, y)
+            if cfg.loss == "margin_ce":
+                ramp = 1.0 if cfg.margin_warmup <= 0 else min(1.0, (epoch + step / steps_per_epoch) / cfg.margin_warmup)
+                loss = loss_fn(logits, y, cfg.margin * ramp)
+            else:
+                loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -9,7 +9,7 @@ from .greedy import grouped_flip_counts, unit_candidates, unit_certificate
 from .iou import iou_hulls, iou_worst
 from .iou_costs import iou_costs
 from .knapsack import dantzig_bound
-from .margins import PIXELS_PER_BLOCK, top2_margin
+from .margins import PIXELS_PER_BLOCK, pair_costs, top2_margin
 from .prefix import grouped_sorted_prefix, segment_value_at
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "iou_costs",
     "iou_hulls",
     "iou_worst",
+    "pair_costs",
     "top2_margin",
     "grouped_flip_counts",
     "grouped_sorted_prefix",

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
-from .margins import _TILE, PIXELS_PER_BLOCK, _top2_tile
+from .margins import PIXELS_PER_BLOCK, TILE, pair_cost, top2_tile
 
 _ITEMS_PER_BIN = 4  # bins per group = pixels per block / (4 G): a few items per bin
 
@@ -35,15 +35,19 @@ def n_bins(n_pixels, n_groups):
 @njit(**NUMBA_FLAGS)
 def bin_scale(cap, n_bin):
     """The factor of :func:`bin_of`: ``n_bin**2 / cap`` (0 when cap is 0 or inf: a single bin)."""
-    return n_bin * n_bin / cap if 0.0 < cap < np.inf else 0.0
+    scale = n_bin * n_bin / cap if 0.0 < cap < np.inf else 0.0
+    return scale if scale < np.inf else 0.0
 
 
 @njit(**NUMBA_FLAGS)
 def bin_of(cost, scale, n_bin):
     """Bin of a cost in [0, cap] among ``n_bin`` bins (``scale`` = :func:`bin_scale`), equal-width in
     ``sqrt(cost)``, i.e. in the margin, where pixels spread more evenly than in its square. Non-decreasing
-    in the cost (every step is a monotone rounding)."""
-    return min(n_bin - 1, int(np.sqrt(cost * scale)))
+    in the cost (every step is a monotone rounding). Any cost, even NaN or inf, maps into [0, n_bin)."""
+    v = cost * scale
+    if v < n_bin * n_bin:  # False for NaN: no float reaches an index outside [0, n_bin)
+        return min(n_bin - 1, int(np.sqrt(max(v, 0.0))))
+    return n_bin - 1
 
 
 @njit(**NUMBA_FLAGS)
@@ -60,19 +64,19 @@ def _scan_block(
     g_size = den.shape[0]
     nb = count.shape[0] // g_size
     to_bin = bin_scale(cap, nb)
-    scale = 1.0 / (2.0 * lipschitz * lipschitz)
     radius_den = np.sqrt(2.0) * lipschitz
-    best = np.empty(_TILE, dtype=logits.dtype)
-    second = np.empty(_TILE, dtype=logits.dtype)
-    arg = np.empty(_TILE, dtype=np.int32)
-    check = np.empty(_TILE, dtype=logits.dtype)
-    margin = np.empty(_TILE, dtype=np.float64)
+    inv = 1.0 / lipschitz
+    best = np.empty(TILE, dtype=logits.dtype)
+    second = np.empty(TILE, dtype=logits.dtype)
+    arg = np.empty(TILE, dtype=np.int32)
+    check = np.empty(TILE, dtype=logits.dtype)
+    margin = np.empty(TILE, dtype=np.float64)
     out = 0
     n_valid, n_clean = 0, 0  # G = 1: counted in registers (an array element would chain the stores)
     nonfinite, bad_label = False, False
-    for lo in range(start, hi, _TILE):
-        n = min(_TILE, hi - lo)
-        _top2_tile(logits, b, lo, n, best, second, arg, check)
+    for lo in range(start, hi, TILE):
+        n = min(TILE, hi - lo)
+        top2_tile(logits, b, lo, n, best, second, arg, check)
         for i in range(n):  # branch-free: vectorises
             margin[i] = np.float64(best[i]) - np.float64(second[i])
             radius[b, lo + i] = margin[i] / radius_den
@@ -95,7 +99,7 @@ def _scan_block(
                 clean[g] += 1
             else:
                 n_clean += 1
-            c = margin[i] * margin[i] * scale
+            c = pair_cost(margin[i], inv)
             if c <= cap:
                 j = g * nb + bin_of(c, to_bin, nb)
                 costs[out] = c

@@ -13,10 +13,11 @@ from numba import njit, prange
 
 from ..config import NUMBA_FLAGS
 from .greedy import bin_of, bin_scale
+from .margins import pair_cost
 
 
 @njit(**NUMBA_FLAGS)
-def _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, tp_out, fp_out, tp_pos, fp_pos, fill):
+def _pixel_costs(logits, pred, margin, target, ignore_index, inv, cap, b, tp_out, fp_out, tp_pos, fp_pos, fill):
     """Count (``fill`` False) or write (True) image b's TP and FP costs <= cap; returns nothing.
 
     Counting adds to ``tp_pos`` / ``fp_pos`` (K,); writing stores at and advances those positions.
@@ -28,7 +29,7 @@ def _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, tp_o
             continue
         p = pred[b, n]
         if t == p:
-            c = margin[b, n] * margin[b, n] * scale
+            c = pair_cost(margin[b, n], inv)
             if c <= cap:
                 if fill:
                     tp_out[tp_pos[t]] = c
@@ -38,7 +39,7 @@ def _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, tp_o
             if k == p or k == t:
                 continue
             d = top - np.float64(logits[b, k, n])
-            c = d * d * scale
+            c = pair_cost(d, inv)
             if c <= cap:
                 if fill:
                     fp_out[fp_pos[k]] = c
@@ -115,20 +116,20 @@ def _copy_with_sums(src, dst, prefix):
 
 
 @njit(parallel=True, **NUMBA_FLAGS)
-def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
+def iou_costs(logits, pred, margin, target, ignore_index, inv, budgets):
     """Cheapest TP-removal and FP-addition costs of every (image, class), sorted, with running sums.
 
     For class k of image b (valid pixels): removing a true positive (GT k, predicted k) costs
-    ``margin**2 * scale``; adding a false positive on a pixel of another ground-truth class that is not
-    predicted k costs ``(z_pred - z_k)**2 * scale`` (``scale = 1 / (2 L**2)``). Only the cheapest costs
-    whose running sum stays <= cap (the largest budget) are kept: no budget <= cap can pay for more, so
+    ``(margin * inv)**2 / 2``; adding a false positive on a pixel of another ground-truth class that is not
+    predicted k costs ``((z_pred - z_k) * inv)**2 / 2`` (``inv = 1 / L``, ``pair_cost``). Only the
+    cheapest costs whose running sum stays <= cap (the largest budget) are kept: no budget <= cap can pay for more, so
     every joint answer is unchanged; how many costs fit each budget on its own (the per-pixel view) is
     counted from all of them.
 
     Args:
         logits: float32/float64 (B, K, N); pred int64 (B, N) first argmax; margin float64 (B, N) top1 - top2;
         target: int64 (B, N) labels in [0, K) or ``ignore_index`` (-1 for none).
-        scale: ``1 / (2 L**2)``; budgets: float64 (E,) >= 0, any order.
+        inv: ``1 / L``; budgets: float64 (E,) >= 0, any order.
 
     Returns:
         ``(tp_offsets, tp_costs, tp_prefix, fp_offsets, fp_costs, fp_prefix, tp0, union0, tp_single,
@@ -149,7 +150,7 @@ def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
     union0 = np.zeros((b_size, k_size), dtype=np.int64)
     empty = np.empty(0, dtype=np.float64)
     for b in prange(b_size):
-        _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, empty, empty, tp_n[b], fp_n[b], False)
+        _pixel_costs(logits, pred, margin, target, ignore_index, inv, cap, b, empty, empty, tp_n[b], fp_n[b], False)
         for n in range(n_size):
             t = target[b, n]
             if t == ignore_index:
@@ -173,7 +174,7 @@ def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
     for b in prange(b_size):
         tp_pos = tp_all[b * k_size : (b + 1) * k_size].copy()
         fp_pos = fp_all[b * k_size : (b + 1) * k_size].copy()
-        _pixel_costs(logits, pred, margin, target, ignore_index, scale, cap, b, tp_buf, fp_buf, tp_pos, fp_pos, True)
+        _pixel_costs(logits, pred, margin, target, ignore_index, inv, cap, b, tp_buf, fp_buf, tp_pos, fp_pos, True)
         for g in range(b * k_size, (b + 1) * k_size):
             tp_kept[g] = _select(tp_buf[tp_all[g] : tp_all[g + 1]], sorted_budgets, order, cap, tp_single[g])
             fp_kept[g] = _select(fp_buf[fp_all[g] : fp_all[g + 1]], sorted_budgets, order, cap, fp_single[g])

@@ -95,7 +95,7 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     cls = np.where(valid, target, 0) if per_class else np.zeros_like(target)
     clean_num = np.stack([np.bincount(cls[i][cand[i]], minlength=g_size) for i in range(b_size)]).astype(float)
     den = np.stack([np.bincount(cls[i][valid[i]], minlength=g_size) for i in range(b_size)]).astype(float)
-    cost = margin**2 * (1.0 / (2.0 * lipschitz * lipschitz))
+    cost = pair_cost(margin, 1.0 / lipschitz)
     keep = cand & (cost <= cap)
     nb = n_bins.py_func(n, g_size)
     n_blocks = -(-n // PIXELS_PER_BLOCK)
@@ -167,7 +167,14 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
     return radius, worst, naive, value(clean_num, den), worst_num, naive_num, clean_num, den, finite, labels_ok
 
 
-def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
+def pair_cost(diff, inv):
+    """numpy twin of :func:`lipcert.kernels.margins.pair_cost` (elementwise)."""
+    r = diff * inv
+    c = 0.5 * (r * r)
+    return np.where((c == 0.0) & (diff > 0.0), 5e-324, c)
+
+
+def iou_costs(logits, pred, margin, target, ignore_index, inv, budgets):
     """numpy twin of :func:`lipcert.kernels.iou_costs.iou_costs` (a (K, N) cost array per image, full sorts)."""
     b_size, k_size, _ = logits.shape
     cap = float(np.max(budgets))
@@ -178,9 +185,9 @@ def iou_costs(logits, pred, margin, target, ignore_index, scale, budgets):
         valid = t != ignore_index
         tp_mask = valid & (t == p)
         tp_group = np.where(tp_mask, t, -1).astype(np.int64)
-        tp_parts.append(grouped_sorted_prefix(margin[i] ** 2 * scale, tp_group, k_size, cap))
+        tp_parts.append(grouped_sorted_prefix(pair_cost(margin[i], inv), tp_group, k_size, cap))
         z = logits[i].astype(np.float64)
-        fp_cost = (np.take_along_axis(z, p[None, :], 0) - z) ** 2 * scale  # (K, N)
+        fp_cost = pair_cost(np.take_along_axis(z, p[None, :], 0) - z, inv)  # (K, N)
         fp_mask = valid[None, :] & (t[None, :] != classes) & (p[None, :] != classes)
         fp_group = np.where(fp_mask, classes, -1).astype(np.int64)
         fp_parts.append(grouped_sorted_prefix(fp_cost.ravel(), fp_group.ravel(), k_size, cap))

@@ -47,10 +47,10 @@ def build_iou_problem(logits, pred, margin, target, lipschitz, ignore_index, bud
     """
     b_size, k_size, _ = logits.shape
     ignore = -1 if ignore_index is None else int(ignore_index)
-    scale = 1.0 / (2.0 * lipschitz * lipschitz)
+    inv = 1.0 / lipschitz
     budgets = np.ascontiguousarray(budgets, dtype=np.float64)
     arrays = (np.ascontiguousarray(a) for a in (logits, pred, margin, target))
-    return _IoUProblem(b_size, k_size, *iou_costs(*arrays, ignore, scale, budgets), budgets)
+    return _IoUProblem(b_size, k_size, *iou_costs(*arrays, ignore, inv, budgets), budgets)
 
 
 def iou_per_image(problem: _IoUProblem):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_eps, check_lipschitz, check_logits, check_target
+from .._checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
 from ..certificate import Certificate
-from ..costs import _top2
+from ..costs import top2
 from ..errors import LipcertError
 from ..solvers.joint import joint_miou_min
 from .iou import build_iou_problem, iou_per_image, mean_over_classes
-from .unit import _budgets
+from .unit import budgets_of
 
 
 def joint_miou(
@@ -41,6 +41,9 @@ def joint_miou(
         >>> joint_miou(logits, torch.tensor([[[0, 1]]]), [0.0, 1.0], lipschitz=1.0).worst.round(4).tolist()
         [[1.0, 0.25]]
     """
+    check_positive(time_limit, "time_limit")
+    check_positive(max_pixels, "max_pixels", integer=True)
+    ignore_index = check_ignore_index(ignore_index)
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     t = check_logits(logits)
@@ -49,7 +52,8 @@ def joint_miou(
     if h * w > max_pixels:
         raise LipcertError(f"joint_miou is for small images or regions: {h * w} pixels > max_pixels={max_pixels}.")
     z = t.double().numpy().reshape(b, k, -1)
-    budgets = _budgets(e)
+    budgets = budgets_of(e)
+    inv = 1.0 / L
     worst = np.full((b, len(e)), np.nan)
     attack = np.full((b, len(e)), np.nan)
     codes = np.zeros((b, len(e)), dtype=np.int64)
@@ -57,11 +61,13 @@ def joint_miou(
         flat_t = tgt[i].ravel()
         valid = flat_t != ignore_index if ignore_index is not None else np.ones_like(flat_t, dtype=bool)
         for j in range(len(e)):
-            res = joint_miou_min(z[i] / L, np.where(valid, flat_t, 0), valid, budgets[j], time_limit)
+            res = joint_miou_min(
+                z[i], np.where(valid, flat_t, 0), valid, budgets[j], time_limit, inv, e[j] * e[j]
+            )
             worst[i, j], attack[i, j] = res.value, res.attack_value
             codes[i, j] = {"exact": 0, "bound": 1, "time_limit": 2}[res.status]
     # the mean of per-class worst cases is also a proven lower bound: never return less
-    pred, margin = _top2(t)
+    pred, margin = top2(t)
     problem = build_iou_problem(
         z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), L, ignore_index, budgets
     )

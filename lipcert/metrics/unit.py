@@ -53,7 +53,7 @@ class _UnitProblem:
     complement: bool  # value reported as 1 - num/den (fnr)
 
 
-def _budgets(eps: np.ndarray) -> np.ndarray:
+def budgets_of(eps: np.ndarray) -> np.ndarray:
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
@@ -65,9 +65,9 @@ def _kernel_inputs(metric, logits, target, ignore_index):
     return tgt, ignore, metric in PER_CLASS_UNIT, metric != "stability"
 
 
-def _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index) -> None:
+def _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index, logits) -> None:
     if not finite:
-        raise_not_finite()
+        raise_not_finite(logits)
     if not labels_ok:
         bad = np.unique(tgt[(tgt != ignore) & ((tgt < 0) | (tgt >= k))])[:5].tolist()
         raise LipcertError(f"Expected labels in [0, {k}) or ignore_index={ignore_index}, but found {bad}.")
@@ -95,7 +95,7 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.i
     radius, costs, cell, count, total, clean_num, den, finite, labels_ok = unit_candidates(
         logits, tgt, ignore, per_class, correct_only, lipschitz, cap
     )
-    _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index)
+    _check_flags(finite, labels_ok, tgt, ignore, k, ignore_index, logits)
     n_groups = k if per_class else 1
     problem = _UnitProblem(b, n_groups, cap, costs, cell, count, total, clean_num, den, metric == "fnr")
     return problem, radius
@@ -134,10 +134,10 @@ def unit_counts(metric, logits, target, lipschitz, ignore_index, eps: np.ndarray
     if n <= PIXELS_PER_BLOCK:
         tgt, ignore, per_class, correct_only = _kernel_inputs(metric, logits, target, ignore_index)
         out = unit_certificate(logits, tgt, ignore, per_class, correct_only, lipschitz, eps, COST_REL_SLACK, complement)
-        _check_flags(out[-2], out[-1], tgt, ignore, k, ignore_index)
+        _check_flags(out[-2], out[-1], tgt, ignore, k, ignore_index, logits)
         radius, worst, naive, clean, worst_num, naive_num, clean_num, den = out[:-2]
         return UnitEvaluation(worst, naive, clean, worst_num, naive_num, clean_num, den, radius)
-    budgets = _budgets(eps)
+    budgets = budgets_of(eps)
     p, radius = build_unit_problem(metric, logits, target, lipschitz, ignore_index, float(budgets.max()))
     flips, single = grouped_flip_counts(p.costs, p.cell, p.count, p.total, b, p.n_groups, budgets, p.cap)
     clean_num, den = p.clean_num, p.den

@@ -11,20 +11,26 @@ certificate. The result says which one was used.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from .._checks import check_eps, check_lipschitz, check_logits, check_target
+from .._checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
 from ..certificate import Certificate
-from ..costs import _top2
+from ..costs import top2
 from ..errors import LipcertError
-from ..kernels import dantzig_bound
+from ..kernels import dantzig_bound, pair_costs
 from ..solvers.knapsack import knapsack_max
-from .unit import _budgets
+from .unit import budgets_of
 
 METHODS = ("auto", "exact", "dantzig")
 
 
 def _pixel_weights(weights, target_np, k):
-    w = np.asarray(weights, dtype=np.float64)
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().cpu().double().numpy()
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise LipcertError(f"Expected `weights` to be numbers (K or (B, H, W)), but got {weights!r}.") from exc
     if w.ndim == 1:
         if w.shape[0] != k:
             raise LipcertError(f"Expected {k} class weights, but got {w.shape[0]}.")
@@ -74,18 +80,21 @@ def certify_weighted(
     """
     if method not in METHODS:
         raise LipcertError(f"Expected `method` in {METHODS}, but got {method!r}.")
+    check_positive(time_limit, "time_limit")
+    check_positive(max_exact_items, "max_exact_items", integer=True, allow_zero=True)
+    ignore_index = check_ignore_index(ignore_index)
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     t = check_logits(logits, finite=False)
     tgt = check_target(target, t, ignore_index).numpy()
-    pred, margin = _top2(t)
+    pred, margin = top2(t)
     b, k = t.shape[:2]
     w = _pixel_weights(weights, tgt, k)
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise LipcertError("Expected finite, non-negative weights.")
     valid = tgt != ignore_index if ignore_index is not None else np.ones_like(tgt, dtype=bool)
-    costs = margin**2 / (2.0 * L * L)
-    budgets = _budgets(e)
+    costs = pair_costs(margin, 1.0 / L)
+    budgets = budgets_of(e)
     worst = np.full((b, len(e)), np.nan)
     status = np.zeros((b, len(e)), dtype=np.int64)
     used = set()

@@ -26,9 +26,10 @@ from functools import reduce
 
 import numpy as np
 
+from ..config import SOLVER_COST_RESOLUTION
 from ..errors import LipcertError
+from ..kernels import pair_costs
 
-_COST_RESOLUTION = 10**6
 _MAX_LCM = 2**40
 
 
@@ -40,23 +41,34 @@ class JointResult:
 
 
 def joint_miou_min(
-    z: np.ndarray, target: np.ndarray, valid: np.ndarray, budget: float, time_limit: float
+    z: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    budget: float,
+    time_limit: float,
+    inv: float = 1.0,
+    attack_budget: float | None = None,
 ) -> JointResult:
     """Proven lower bound (exact when ``status == "exact"``) on the worst mIoU of one image.
 
     Args:
-        z: float64 (K, N) logits divided by L; target: int (N,) labels (any value where not valid);
-        valid: bool (N,); budget: eps**2 (already inflated for float safety); time_limit: seconds per solve.
+        z: float64 (K, N) logits; target: int (N,) labels (any value where not valid); valid: bool (N,);
+        budget: eps**2 (already inflated for float safety); time_limit: seconds per solve;
+        inv: ``1 / L``: reassigning pixel p to class k costs ``((z_pred - z_k) * inv)**2 / 2``;
+        attack_budget: the budget a reassignment must truly fit to count as an attack (default: budget),
+            e.g. eps**2 without the slack, so that the attack value is never below the true worst case.
     """
     from ortools.sat.python import cp_model
 
     k, n = z.shape
     pred = z.argmax(0)
-    cost = (z[pred, np.arange(n)][None, :] - z) ** 2 / 2.0  # (K, N), L folded into the budget
+    cost = pair_costs(np.ascontiguousarray(z[pred, np.arange(n)][None, :] - z), inv)  # (K, N)
+    attack_budget = budget if attack_budget is None else attack_budget
     if budget > 0:
-        scale = _COST_RESOLUTION / budget
-        c_int = np.floor(cost * scale).astype(np.int64)
-        cap = int(math.floor(budget * scale))
+        scale = SOLVER_COST_RESOLUTION / budget
+        # costs above the capacity are unaffordable whatever their size: clip before the integer cast
+        c_int = np.floor(np.minimum(cost * scale, SOLVER_COST_RESOLUTION + 1.0)).astype(np.int64)
+        cap = SOLVER_COST_RESOLUTION
     else:  # eps = 0: only exact ties are free
         c_int = np.where(cost == 0, 0, 1).astype(np.int64)
         cap = 0
@@ -118,7 +130,7 @@ def joint_miou_min(
             raise LipcertError(f"CP-SAT returned {solver.StatusName(st)} for the joint mIoU problem.")
         bound = solver.BestObjectiveBound() / big / denom
         assignment = np.array([next(c for c in range(k) if allowed[c, p] and solver.Value(x[c, p])) for p in range(n)])
-        feasible = cost[assignment, np.arange(n)].sum() <= budget  # with the true (unrounded) costs
+        feasible = cost[assignment, np.arange(n)].sum() <= attack_budget  # with the float (unrounded) costs
         attack = _miou(assignment, target, valid, k) if feasible else math.inf
         if st != cp_model.OPTIMAL:
             status = "time_limit"

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from ..errors import LipcertError
+from ..config import SOLVER_COST_RESOLUTION
+from ..errors import SolverError
 
-_COST_RESOLUTION = 10**7
 _VALUE_RESOLUTION = 10**6
 
 
@@ -28,10 +28,12 @@ def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limi
     """
     from ortools.sat.python import cp_model
 
-    scale = _COST_RESOLUTION / budget
-    c_int = np.floor(costs * scale).astype(np.int64)
-    cap = int(math.floor(budget * scale))
-    integral = np.allclose(values, np.round(values)) and values.max() < 2**40
+    scale = SOLVER_COST_RESOLUTION / budget
+    # costs above the capacity are unaffordable whatever their size: clip before the integer cast
+    c_int = np.floor(np.minimum(costs * scale, SOLVER_COST_RESOLUTION + 1.0)).astype(np.int64)
+    cap = SOLVER_COST_RESOLUTION
+    # "exact" needs the objective itself in exact integers: values that ARE integers (no tolerance)
+    integral = bool(np.all(values == np.round(values))) and values.max() < 2**40
     v_scale = 1.0 if integral else _VALUE_RESOLUTION / values.max()
     v_int = np.ceil(values * v_scale - 1e-12 * (not integral)).astype(np.int64)
     model = cp_model.CpModel()
@@ -47,6 +49,9 @@ def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limi
         truly_feasible = costs[chosen].sum() <= budget
         exact = integral and truly_feasible
         return solver.ObjectiveValue() / v_scale, "exact" if exact else "bound"
-    if status == cp_model.FEASIBLE:
-        return solver.BestObjectiveBound() / v_scale, "time_limit"
-    raise LipcertError(f"CP-SAT returned status {solver.StatusName(status)} on a knapsack with a feasible empty set.")
+    trivial = float(v_int.sum())  # every item taken: always an upper bound on the damage
+    if status in (cp_model.FEASIBLE, cp_model.UNKNOWN):  # time limit, with or without a solution
+        bound = solver.BestObjectiveBound()
+        bound = min(bound, trivial) if math.isfinite(bound) else trivial
+        return bound / v_scale, "time_limit"
+    raise SolverError(f"CP-SAT returned status {solver.StatusName(status)} on a knapsack with a feasible empty set.")
