@@ -206,3 +206,38 @@ def check_ignore_index(ignore_index) -> int | None:
     if not -(2**62) <= int(ignore_index) < 2**62:
         raise LipcertError(f"Expected `ignore_index` to fit in int64, but got {ignore_index!r}.")
     return int(ignore_index)
+
+
+def check_images(x, name: str = "x", *, allow_outside_unit: bool = False) -> torch.Tensor:
+    """Validate a float (B, C, H, W) image batch in [0, 1] (the units eps is measured in).
+
+    Args:
+        x: the images (a torch tensor).
+        name: the parameter's name in messages.
+        allow_outside_unit: accept values outside [0, 1] (eps is then in the units of those values).
+
+    Raises:
+        LipcertError: not a tensor, not floating point (e.g. uint8), not 4-D, empty, NaN / Inf, or values
+            outside [0, 1] (with the range found) unless ``allow_outside_unit``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise LipcertError(f"Expected `{name}` to be a torch.Tensor of images, but got {type(x).__name__}.")
+    if not x.is_floating_point():
+        hint = " (uint8 images: divide by 255 to get [0, 1])" if x.dtype == torch.uint8 else ""
+        raise LipcertError(f"Expected `{name}` to be floating-point images in [0, 1], but got dtype {x.dtype}{hint}.")
+    if x.ndim != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise LipcertError(f"Expected `{name}` of shape (B, C, H, W), but got shape {tuple(x.shape)}{hint}.")
+    if x.numel() == 0:
+        raise LipcertError(f"Expected `{name}` to hold at least one image with pixels, but got shape {tuple(x.shape)}.")
+    if not bool(torch.isfinite(x).all()):
+        raise LipcertError(f"Expected finite `{name}`, but found NaN or Inf values.")
+    if not allow_outside_unit:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise LipcertError(
+                f"Expected `{name}` in [0, 1] (eps is l2 in [0,1] pixel units), but found values in [{lo:g}, {hi:g}]: "
+                "a [0, 255] or normalised image would make eps mean something else. Rescale to [0, 1] (and "
+                "normalise inside the model), or pass allow_outside_unit=True if eps is meant in these units."
+            )
+    return x

@@ -8,6 +8,7 @@ import torch
 from ._checks import (
     check_choice,
     check_eps,
+    check_images,
     check_levels,
     check_lipschitz,
     check_logits,
@@ -16,7 +17,7 @@ from ._checks import (
 )
 from .certificate import Certificate
 from .costs import top2
-from .errors import LipcertError
+from .errors import LipcertError, LipschitzBoundError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
 from .metrics.unit import (
@@ -28,6 +29,7 @@ from .metrics.unit import (
     unit_counts,
     unit_radius,
 )
+from .model_state import eval_mode
 
 IOU_METRICS = ("iou", "miou")
 METRICS = UNIT_METRICS + IOU_METRICS
@@ -249,10 +251,12 @@ def certify(
     lipschitz: float | None = None,
     *,
     ignore_index: int | None = 255,
+    allow_outside_unit: bool = False,
 ) -> Certificate:
     """Certify a model on a batch with ONE forward pass, then :func:`certify_logits`.
 
-    The model runs in eval mode under ``torch.no_grad()``; its previous mode is restored.
+    The model runs in eval mode under ``torch.no_grad()``; its previous mode (of every submodule) is
+    restored.
 
     Args:
         model: a segmentation network mapping (B, C, H, W) images in [0,1] to (B, K, H, W) logits.
@@ -260,11 +264,20 @@ def certify(
         eps, metric, target, ignore_index: as in :func:`certify_logits`.
         lipschitz: a declared L. With None, the model is frozen (:func:`lipcert.models.export_plain`) and
             the guaranteed bound :func:`lipcert.lipschitz_bound` is computed from those frozen weights,
-            which are also the ones that run; a model whose bound cannot be computed is refused (never
-            assumed 1-Lipschitz).
+            which are also the ones that run (after checking that they reproduce the model's logits on
+            ``x``); a model whose bound cannot be computed is refused (never assumed 1-Lipschitz).
+        allow_outside_unit: certify images with values outside [0, 1] (e.g. already normalised). eps and
+            L are then in the units of those values, not of [0,1] pixels; off by default, because a
+            [0, 255] or normalised image silently changes what eps means.
 
     Returns:
         A :class:`Certificate` as in :func:`certify_logits`.
+
+    Raises:
+        LipcertError: a model that is not an ``nn.Module``, images that are not float (B, C, H, W) in
+            [0, 1], and every error of :func:`certify_logits`.
+        LipschitzBoundError: no bound can be computed (unknown layers, ...), or the frozen copy does not
+            reproduce the model's logits.
 
     Example:
         >>> import torch
@@ -273,18 +286,43 @@ def certify(
         >>> cert.lipschitz_source.startswith("computed")
         True
     """
+    if not isinstance(model, torch.nn.Module):
+        raise LipcertError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
+    x = check_images(x, allow_outside_unit=allow_outside_unit)
     if lipschitz is None:
         # bound and forward use the same frozen weights (parametrisations may change state per access)
-        model = export_plain(model)
-        L = lipschitz_bound(model, tuple(x.shape[1:]))
+        frozen = export_plain(model)
+        L = lipschitz_bound(frozen, tuple(x.shape[1:]))
         source = "computed: lipcert.lipschitz_bound"
+        with eval_mode(model), torch.no_grad():
+            reference = model(x)
+            logits = frozen(x)
+        check_reproduces(reference, logits)
     else:
         L, source = check_lipschitz(lipschitz), "declared"
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = model(x)
-    finally:
-        model.train(was_training)
     return certify_logits(logits, eps, metric, target, lipschitz=L, ignore_index=ignore_index, lipschitz_source=source)
+
+
+def check_reproduces(reference, logits) -> None:
+    """Refuse to certify a frozen copy whose logits differ from the caller's model on the input.
+
+    Raises:
+        LipschitzBoundError: when the outputs differ in type or shape, or by more than float rounding
+            (1e-4 of the largest logit, plus 1e-6).
+    """
+    if not isinstance(reference, torch.Tensor) or not isinstance(logits, torch.Tensor):
+        raise LipcertError(
+            f"Expected the model to return one logit tensor (B, K, H, W), but it returned {type(reference).__name__}."
+        )
+    if reference.shape != logits.shape:
+        raise LipschitzBoundError("The frozen copy of the model gives logits of another shape: nothing is certified.")
+    tol = 1e-4 * float(reference.abs().max()) + 1e-6
+    diff = float((reference.double() - logits.double()).abs().max())
+    if not diff <= tol:
+        raise LipschitzBoundError(
+            f"The frozen copy of the model (lipcert.lipschitz.export_plain), whose bound was computed, gives "
+            f"logits that differ from the model's by {diff:.3g} on this input: it is not the same network, so "
+            "nothing is certified. Declare L with `lipschitz=` for this model instead."
+        )

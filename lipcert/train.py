@@ -19,6 +19,7 @@ from .certify import certify_logits
 from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
+from .model_state import eval_mode
 
 LOSSES = ("tau_ce", "hkr", "margin_ce")
 
@@ -110,11 +111,9 @@ def pgd_examples(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, norm: str, ignore_index: int
 ) -> torch.Tensor:
     """PGD on the cross-entropy from x (no random start), in eval mode (restored); returns x + delta."""
-    was_training = model.training
-    model.eval()
     step = 2.5 * eps / steps
     x_adv = x.clone()
-    try:
+    with eval_mode(model):
         for _ in range(steps):
             z = x_adv.clone().requires_grad_(True)
             loss = nn.functional.cross_entropy(model(z), y, ignore_index=ignore_index)
@@ -124,8 +123,6 @@ def pgd_examples(
             else:
                 g = g.sign()
             x_adv = project(x, x_adv + step * g, eps, norm).detach()
-    finally:
-        model.train(was_training)
     return x_adv
 
 

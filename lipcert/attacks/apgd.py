@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..errors import LipcertError
+from ..model_state import eval_mode
 from .losses import get_loss, pixel_accuracy
 
 NORMS = ("l2", "linf")
@@ -163,11 +164,9 @@ class APGD:
         self.reduction, self.seed, self.class_weights = reduction, seed, class_weights
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
         gen = torch.Generator().manual_seed(self.seed)
         x = images.detach()
-        try:
+        with eval_mode(self.model):
             if self.eps == 0:
                 return x.clone()
             if self.reduction:
@@ -194,8 +193,6 @@ class APGD:
                     class_weights=self.class_weights,
                 )
             x_adv = project(x, x_adv, self.eps, self.norm)
-        finally:
-            self.model.train(was_training)
         check_within(x, x_adv, self.eps, self.norm)
         return x_adv.detach()
 

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..errors import LipcertError
+from ..model_state import eval_mode
 from .apgd import _norm, check_within, project
 from .losses import pixel_accuracy
 
@@ -66,13 +67,9 @@ class MarginAttack:
         return sorted({min(n, max(1, v)) for v in (k // 2, k, 2 * k + 1, 4 * k + 2, n // 2, n)})
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
         x = images.detach()
-        try:
+        with eval_mode(self.model):
             out = x.clone() if self.eps == 0 else self._attack(x, labels, ignore_index)
-        finally:
-            self.model.train(was_training)
         check_within(x, out, self.eps, "l2")
         return out
 

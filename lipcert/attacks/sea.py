@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..metrics.confusion import confusion_matrix, iou_from_confusion
+from ..model_state import eval_mode
 from .apgd import APGD, check_within
 from .losses import pixel_accuracy
 from .margin import MarginAttack
@@ -51,14 +52,10 @@ class SEA:
         return [atk(images, labels, ignore_index=ignore_index) for atk in self.attacks]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             candidates = self.run_all(images, labels, ignore_index)
             with torch.no_grad():
                 accs = torch.stack([pixel_accuracy(self.model(a), labels, ignore_index) for a in candidates])
-        finally:
-            self.model.train(was_training)
         pick = torch.nan_to_num(accs, nan=1.0).argmin(0)
         out = torch.stack([candidates[int(pick[i])][i] for i in range(images.shape[0])])
         check_within(images, out, self.eps, self.norm)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import LipschitzBoundError
-from .layer_bounds import LAYER_BOUNDS, layer_bound
+from ..model_state import eval_mode
+from .layer_bounds import LAYER_BOUNDS, adds_behaviour, layer_bound
 
 LIPSCHITZ_REL_SLACK = 1e-6  # covers LAPACK rounding of singular values and float32 weights -> float64
 
@@ -95,9 +96,60 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
             for b in a:
                 visit(b)
 
+        elif isinstance(a, dict):
+            for b in a.values():
+                visit(b)
+
     visit(node.args)
     visit(list(node.kwargs.values()))
     return flat
+
+
+def _check_input_shape(input_shape) -> None:
+    if input_shape is None:
+        return
+    ok = isinstance(input_shape, (tuple, list, torch.Size)) and len(input_shape) == 3
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape):
+        raise LipschitzBoundError(
+            f"Expected `input_shape` to be (C, H, W) of one image, three positive ints, but got {input_shape!r}."
+        )
+
+
+def _check_model_state(model: nn.Module) -> None:
+    """Refuse what the traced graph cannot see or what makes a bound meaningless.
+
+    Forward hooks (torch.fx does not run them) and non-finite weights or buffers, each named.
+    """
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        raise LipschitzBoundError(
+            "Global forward hooks are registered (torch.nn.modules.module.register_module_forward_hook): "
+            "they change outputs in ways the traced graph does not show. Remove them, or declare L with `lipschitz=`."
+        )
+    for name, mod in model.named_modules():
+        label = f"{name or '<model>'} ({type(mod).__name__})"
+        if mod._forward_hooks or mod._forward_pre_hooks:
+            raise LipschitzBoundError(
+                f"{label} has forward hooks, which may change its output in ways the bound does not see. "
+                "Remove them, declare L with `lipschitz=`, or register a bound for the layer."
+            )
+        for pname, value in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+            if value is not None and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise LipschitzBoundError(f"{label} has non-finite values (NaN or Inf) in `{pname}`: no bound exists.")
+
+
+def _output_bound(node: fx.Node, bounds: dict) -> float:
+    """Bound of the model's output: one tensor; a dict / tuple / list output is refused, naming it."""
+    out = node.args[0] if node.args else None
+    if isinstance(out, (dict, tuple, list)):
+        kind = "dict" if isinstance(out, dict) else type(out).__name__
+        keys = f" with keys {list(out)}" if isinstance(out, dict) else f" of {len(out)} items"
+        raise LipschitzBoundError(
+            f"The model returns a {kind}{keys}; lipcert certifies one logit tensor (B, K, H, W). Wrap the model "
+            "so that it returns the logits (e.g. `lambda x: model(x)['out']` in an nn.Module)."
+        )
+    return bounds.get(out, 0.0) if isinstance(out, fx.Node) else 0.0
 
 
 def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> float:
@@ -128,9 +180,11 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
         >>> round(lipschitz_bound(net, (1, 8, 8)), 4)
         0.5
     """
-    was_training = model.training
-    model.eval()
-    try:
+    if not isinstance(model, nn.Module):
+        raise LipschitzBoundError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
+    _check_input_shape(input_shape)
+    _check_model_state(model)
+    with eval_mode(model):
         root = nn.Sequential(model)  # so that a model that is itself a known layer stays a leaf
         try:
             graph = _Tracer().trace(root)
@@ -152,12 +206,12 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
             elif node.op == "get_attr":
                 bounds[node] = 0.0  # a constant
             elif node.op == "output":
-                output = max(prev) if prev else 0.0
+                output = _output_bound(node, bounds)
             elif node.op == "call_module":
                 mod = modules[node.target]
                 factor = layer_bound(mod, sizes.get(mod))
                 if factor is None:
-                    unknown.append(f"{node.target} ({type(mod).__name__})")
+                    unknown.append(_unknown_module(node.target, mod))
                     factor = math.nan
                 bounds[node] = factor * (prev[0] if prev else 0.0)
             else:
@@ -166,11 +220,21 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
             raise LipschitzBoundError(
                 "No guaranteed Lipschitz bound for: "
                 + ", ".join(sorted(set(unknown)))
-                + ". Use supported layers, or declare L explicitly with `lipschitz=` if you can guarantee it."
+                + ". Ways out: declare L explicitly with `lipschitz=` if you can guarantee it, or teach lipcert a "
+                "bound for that layer with lipcert.lipschitz.register_layer_bound."
             )
+        if not math.isfinite(output):
+            raise LipschitzBoundError(f"The composed bound is not finite ({output}): no guarantee can be given.")
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
-    finally:
-        model.train(was_training)
+
+
+def _unknown_module(target: str, mod: nn.Module) -> str:
+    """``path (Type: reason)`` of a module with no bound, its path as in the user's model."""
+    path = target[2:] if target.startswith("0.") else "<the model itself>"
+    for cls in type(mod).__mro__:
+        if cls in LAYER_BOUNDS:
+            return f"{path} ({type(mod).__name__}: a subclass of {cls.__name__}, but {adds_behaviour(mod, cls)})"
+    return f"{path} ({type(mod).__name__}: no registered bound)"
 
 
 def _function_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> float:

@@ -14,11 +14,13 @@ import torch
 from deel import torchlip
 from torch import nn
 
+from ..errors import LipschitzBoundError
+from ..model_state import eval_mode
+from .layer_bounds import adds_behaviour
+
 
 def _plain_conv(m: nn.Conv2d) -> nn.Conv2d:
     padding, mode = m.padding, m.padding_mode
-    if isinstance(m, torchlip.PadConv2d) and m.old_padding_mode.lower() == "symmetric":
-        raise NotImplementedError("symmetric PadConv2d has no plain nn.Conv2d equivalent; keep it as is")
     out = nn.Conv2d(
         m.in_channels, m.out_channels, m.kernel_size, m.stride, padding, m.dilation, m.groups, m.bias is not None, mode
     )
@@ -40,11 +42,27 @@ def _plain_conv_t(m: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
     )
 
 
+_PLAIN = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
 def _needs_export(m: nn.Module) -> bool:
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        plain = type(m) in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-        return not plain or torch.nn.utils.parametrize.is_parametrized(m)
-    return False
+    """Convert a layer to its plain twin only when that computes the same function from the same weight.
+
+    That holds for the plain torch layers (parametrised or not) and for subclasses that add no behaviour
+    beyond how their weight is produced (orthogonium's AOC and deel-torchlip's spectral / Frobenius layers:
+    constructors, weight properties, parametrisations), and for deel-torchlip's PadConv2d unless its
+    padding is symmetric (then its forward pads itself). Any other subclass, e.g. one with its own
+    ``forward``, is kept as it is, so the frozen copy still computes the caller's function (and
+    :func:`lipcert.lipschitz_bound` refuses it as unknown).
+    """
+    if not isinstance(m, _PLAIN):
+        return False
+    if type(m) in _PLAIN:
+        return torch.nn.utils.parametrize.is_parametrized(m)
+    if isinstance(m, torchlip.PadConv2d):
+        return m.old_padding_mode.lower() != "symmetric" and adds_behaviour(m, torchlip.PadConv2d) is None
+    base = next(c for c in type(m).__mro__ if c in _PLAIN)
+    return adds_behaviour(m, base) is None
 
 
 def _detached_deepcopy(model: nn.Module) -> nn.Module:
@@ -81,14 +99,16 @@ def export_plain(model: nn.Module) -> nn.Module:
         >>> type(export_plain(conv)).__name__
         'Conv2d'
     """
-    model = model.eval()
-    with torch.no_grad():
+    if not isinstance(model, nn.Module):
+        raise LipschitzBoundError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
+    with eval_mode(model), torch.no_grad():
         weights = {
             name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
             for name, m in model.named_modules()
             if _needs_export(m)
         }
-    out = _detached_deepcopy(model).eval()
+        out = _detached_deepcopy(model)
+    out.eval()
     for name, (w, b) in weights.items():
         m = out.get_submodule(name)
         if isinstance(m, nn.ConvTranspose2d):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from deel import torchlip
 from orthogonium.layers.custom_activations import MaxMin as OrthoMaxMin
 from orthogonium.layers.normalization import BatchCentering2D, LayerCentering2D
@@ -12,12 +13,14 @@ from torch import nn
 
 from ..errors import LipschitzBoundError
 from .operator_norms import (
+    axis_matrix,
     conv2d_bound,
     conv_transpose2d_bound,
     dense_weight,
     linear_bound,
     max_abs,
     receptive_field_bound,
+    spectral_norm_upper,
 )
 
 BoundFn = Callable[[nn.Module, "tuple[int, int] | None"], float]
@@ -40,11 +43,65 @@ def _leaky(module: nn.LeakyReLU, hw) -> float:
     return max(1.0, abs(module.negative_slope))
 
 
-def _pool_avg(module: nn.AvgPool2d, hw) -> float:
-    k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
-    s = module.stride if isinstance(module.stride, tuple) else (module.stride,) * 2
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def avg_pool_bound(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, hw) -> float:
+    """Bound of 2-D average pooling: ``sqrt(count * k_h * k_w) / d_min`` (docs/models.md).
+
+    Each output is a window sum over at most ``k_h * k_w`` pixels divided by d >= d_min, and every
+    pixel lies in at most ``count = ceil(k_h / s_h) * ceil(k_w / s_w)`` windows, so by Cauchy-Schwarz
+    ``||y||**2 <= sum_w |window|/d**2 * ||x_w||**2 <= count * k_h * k_w / d_min**2 * ||x||**2``.
+    d_min: the override when given; else the smallest divisor torch uses: ``k_h * k_w`` when padding
+    counts and windows never leave the padded input (no ceil_mode), else the fewest valid pixels of a
+    window (at least ``min(k - p, size)`` per axis without ceil_mode, 1 with it).
+    """
+    k, s = _pair(kernel_size), _pair(stride if stride not in (None, ()) else kernel_size)
+    p = _pair(padding)
     count = math.ceil(k[0] / s[0]) * math.ceil(k[1] / s[1])
-    return math.sqrt(count / (k[0] * k[1]))
+    if divisor_override:
+        d_min = float(divisor_override)
+    elif count_include_pad and not ceil_mode:
+        d_min = float(k[0] * k[1])
+    elif ceil_mode or hw is None:
+        d_min = 1.0 if (ceil_mode or any(p)) else float(k[0] * k[1])
+    else:
+        d_min = float(math.prod(max(1, min(k[i] - p[i], hw[i])) if p[i] else k[i] for i in range(2)))
+    return math.sqrt(count * k[0] * k[1]) / d_min
+
+
+def separable_avg_pool_bound(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, hw):
+    """Exact operator norm of 2-D average pooling on an (H, W) input (times 1 + 1e-9).
+
+    torch divides every window by a product of a row factor and a column factor (or by the override),
+    so the map is ``c * A_h (x) A_w``, whose norm is ``c * ||A_h|| * ||A_w||``; the 1-D matrices come
+    from torch itself applied to basis vectors (:func:`axis_matrix`).
+    """
+    k, p = _pair(kernel_size), _pair(padding)
+    s = _pair(stride if stride not in (None, ()) else kernel_size)
+    norms = []
+    for axis in (0, 1):
+        ks = (k[0], 1) if axis == 0 else (1, k[1])
+        ss = (s[0], 1) if axis == 0 else (1, s[1])
+        ps = (p[0], 0) if axis == 0 else (0, p[1])
+
+        def apply(x, ks=ks, ss=ss, ps=ps):
+            return torch.nn.functional.avg_pool2d(
+                x, ks, ss, ps, ceil_mode, count_include_pad, 1 if divisor_override else None
+            )
+
+        norms.append(spectral_norm_upper(axis_matrix(apply, hw[axis], 2 + axis)))
+    scale = 1.0 / float(divisor_override) if divisor_override else 1.0
+    return norms[0] * norms[1] * scale
+
+
+def _pool_avg(module: nn.AvgPool2d, hw) -> float:
+    m = module
+    args = (m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override)
+    if hw is not None:
+        return separable_avg_pool_bound(*args, hw)
+    return avg_pool_bound(*args, hw)
 
 
 def _pool_max(module: nn.MaxPool2d, hw) -> float:
@@ -117,18 +174,42 @@ def _pad_conv(module: torchlip.PadConv2d, hw) -> float:
 
 
 LAYER_BOUNDS[torchlip.PadConv2d] = _pad_conv
-_STANDARD_FORWARD = {nn.Conv2d: nn.Conv2d.forward, nn.ConvTranspose2d: nn.ConvTranspose2d.forward}
+
+# methods a subclass may define without changing what its registered parent computes: construction,
+# copying and export helpers (the bound functions read the module's attributes and weights at run time,
+# through the same properties the forward uses)
+_INERT_METHODS = frozenset(
+    {"__init__", "__getstate__", "__setstate__", "__deepcopy__", "__reduce__", "extra_repr", "vanilla_export"}
+)
+
+
+def adds_behaviour(module: nn.Module, registered: type) -> str | None:
+    """Why ``module`` may compute something else than its registered ancestor class (None: it cannot).
+
+    A class between ``type(module)`` and ``registered`` that defines any method other than the inert
+    ones (``forward``, ``_conv_forward``, ...) is unknown, whatever it inherits from; so is a module with
+    forward hooks.
+    """
+    for cls in type(module).__mro__:
+        if cls is registered:
+            break
+        for name, value in vars(cls).items():
+            if name not in _INERT_METHODS and (callable(value) or isinstance(value, (staticmethod, classmethod))):
+                return f"{cls.__name__} overrides {name}"
+    if module._forward_hooks or module._forward_pre_hooks:
+        return "it has forward hooks"
+    return None
 
 
 def layer_bound(module: nn.Module, hw) -> float | None:
-    """The registered bound of a module (most specific type first), or None when unknown.
+    """The registered bound of a module (most specific registered type first), or None when unknown.
 
-    A subclass of Conv2d / ConvTranspose2d that overrides ``forward`` (other than the registered
-    PadConv2d) is unknown: its forward may pad or scale in ways the conv bound does not see.
+    A subclass of a registered type is bounded as that type only when it adds no behaviour
+    (:func:`adds_behaviour`): an overridden ``forward`` may pad or scale in ways the bound does not see.
     """
     for cls in type(module).__mro__:
         if cls in LAYER_BOUNDS:
-            if cls in _STANDARD_FORWARD and type(module).forward is not _STANDARD_FORWARD[cls]:
+            if adds_behaviour(module, cls) is not None:
                 return None
             return LAYER_BOUNDS[cls](module, hw)
     return None

@@ -254,3 +254,33 @@ def linear_bound(weight: torch.Tensor) -> float:
 def max_abs(values) -> float:
     """Largest absolute value of a tensor or array (a diagonal operator's norm)."""
     return float(np.max(np.abs(np.asarray(values.detach().cpu() if torch.is_tensor(values) else values))))
+
+
+def axis_matrix(apply, n: int, axis: int) -> np.ndarray:
+    """The float64 (n_out, n) matrix of a linear map acting along one spatial axis only.
+
+    Args:
+        apply: a function of a (N, 1, H, W) float64 tensor, linear and acting on ``axis`` alone when the
+            other spatial size is 1 (pooling or resizing with a 1-sized window across).
+        n: the input size along ``axis``; axis: 2 (rows) or 3 (columns).
+
+    Returns:
+        The matrix whose column j is ``apply`` of the j-th basis vector.
+    """
+    eye = torch.eye(n, dtype=torch.float64)
+    basis = eye.reshape(n, 1, n, 1) if axis == 2 else eye.reshape(n, 1, 1, n)
+    with torch.no_grad():
+        out = apply(basis)
+    return out.reshape(n, -1).T.numpy()
+
+
+def spectral_norm_upper(a: np.ndarray) -> float:
+    """An upper bound on the spectral norm of a matrix: exact (SVD) up to 1024 columns, else the
+    Schur bound ``sqrt(||A||_1 ||A||_inf)``, inflated by a relative 1e-9 for rounding."""
+    if a.size == 0:
+        return 0.0
+    if max(a.shape) <= 1024:
+        value = float(np.linalg.norm(a, 2))
+    else:
+        value = math.sqrt(float(np.abs(a).sum(0).max()) * float(np.abs(a).sum(1).max()))
+    return value * (1.0 + 1e-9)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LipcertError
+from ..model_state import eval_mode
 from .stats import check_reachable, pvalue_table, radius, reject
 
 
@@ -235,10 +236,8 @@ def segcertify(
     pixels = xs.shape[-2] * xs.shape[-1]
     check_reachable(tau, n, pixels, alpha, correction, k)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    was_training = model.training
-    model.eval()
     out, totals = [], {"sampling": 0.0, "testing": 0.0, "correction": 0.0}
-    try:
+    with eval_mode(model):
         for img in xs:
             mode, est, t_sampling = sample_counts(model, img, sigma, n0, n, batch_size, gen)
             res = certify_counts(mode, est, n, tau, alpha, sigma, correction, abstain, k)
@@ -246,7 +245,5 @@ def segcertify(
             totals["sampling"] += t_sampling
             for key in ("testing", "correction"):
                 totals[key] += res.timings[key]
-    finally:
-        model.train(was_training)
     labels = out[0] if single else np.stack(out)
     return SmoothingResult(labels, radius(sigma, tau), abstain, totals, n0 + n)
