@@ -34,3 +34,7 @@ __all__ = [
     "targeted_costs",
 ]
 __version__ = "0.1.0"
+
+from .threads import start_numba_threads as _start_numba_threads  # noqa: E402
+
+_start_numba_threads()

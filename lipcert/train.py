@@ -20,6 +20,7 @@ from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
 from .model_state import eval_mode
+from .models.pretrained import read_checkpoint
 
 LOSSES = ("tau_ce", "hkr", "margin_ce")
 
@@ -128,7 +129,7 @@ def pgd_examples(
 
 def _init_from(model: nn.Module, path: str) -> int:
     """Copy every weight of the checkpoint whose name and shape match (PIR-AT initialisation)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, ())
     state = ckpt.get("state_dict", ckpt)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -306,7 +307,7 @@ def train(
     history, start_epoch, t0 = [], 0, time.time()
     state_path = None if out is None else out + ".state"
     if resume and state_path and os.path.exists(state_path):
-        state = torch.load(state_path, weights_only=False)
+        state = read_checkpoint(state_path, ("model", "opt", "sched", "history", "epoch", "seconds"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

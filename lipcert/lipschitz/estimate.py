@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_images, check_positive
 from .export import export_plain
 
 
@@ -51,6 +52,9 @@ def lipschitz_lower_bound(
     Returns:
         The lower bound as a float.
 
+    Raises:
+        LipcertError: images that are not a finite float (B, C, H, W) tensor, or bad iteration settings.
+
     Example:
         >>> import torch
         >>> net = torch.nn.Conv2d(1, 1, 1, bias=False)
@@ -59,6 +63,10 @@ def lipschitz_lower_bound(
         >>> round(lipschitz_lower_bound(net, torch.rand(1, 1, 4, 4), n_iter=3, n_random=1), 4)
         2.0
     """
+    x = check_images(x, allow_outside_unit=True)
+    check_positive(n_iter, "n_iter", integer=True, allow_zero=True)
+    check_positive(n_random, "n_random", integer=True, allow_zero=True)
+    check_positive(step, "step")
     # a frozen float64 copy: parametrisations may update state in forward, and float32 rounding would
     # inflate the ratios
     model = export_plain(model).double()

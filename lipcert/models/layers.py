@@ -24,6 +24,28 @@ from ..lipschitz import register_layer_bound
 PARAMETRIZATIONS = ("aoc", "spectral", "plain")
 
 
+def check_input_size(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Return ``x`` unchanged, after checking that H and W are multiples of ``multiple``.
+
+    A network whose strides do not divide the input would return a logit map of another size than the
+    image, and a certificate must be over the pixels the user gave. Wrapped for torch.fx (a leaf call
+    that :func:`lipcert.lipschitz_bound` treats as the identity it is).
+
+    Raises:
+        LipcertError: when H or W is not a multiple.
+    """
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise LipcertError(
+            f"Expected an input whose height and width are multiples of {multiple} (the network's total "
+            f"stride), but got {h}x{w}: pad or crop the image (and its labels) first."
+        )
+    return x
+
+
+check_input_size.lipcert_identity = True  # returns its input: lipschitz_bound keeps the bound
+
+
 class InputNormalization(nn.Module):
     """``gain * (x - mean) / std`` per channel: inside the model, counted in its Lipschitz bound.
 
@@ -38,8 +60,13 @@ class InputNormalization(nn.Module):
     def __init__(self, mean, std, gain: float = 1.0) -> None:
         super().__init__()
         std_t = torch.as_tensor(std, dtype=torch.float32)
-        if torch.any(std_t <= 0) or gain <= 0:
-            raise LipcertError(f"Expected std > 0 and gain > 0, but got std={std}, gain={gain}.")
+        mean_t = torch.as_tensor(mean, dtype=torch.float32)
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+            raise LipcertError(f"Expected `gain` to be a finite number > 0, but got {gain!r}.")
+        if not bool(torch.isfinite(std_t).all()) or bool(torch.any(std_t <= 0)):
+            raise LipcertError(f"Expected every `std` to be finite and > 0, but got {std}.")
+        if not bool(torch.isfinite(mean_t).all()) or mean_t.numel() != std_t.numel():
+            raise LipcertError(f"Expected finite `mean` with one value per channel like `std`, but got {mean}.")
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("scale", (gain / std_t).view(1, -1, 1, 1))
 

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from ..errors import LipcertError
-from .layers import InputNormalization, ScaledConcat, block, check_parametrization, conv, up_conv
+from .layers import InputNormalization, ScaledConcat, block, check_input_size, check_parametrization, conv, up_conv
+
+torch.fx.wrap("check_input_size")  # a leaf call when traced (fx wraps by name in the calling module)
 
 PRESETS: dict[str, list[tuple[int, int]]] = {
     "S": [(32, 3), (64, 3), (128, 3)],
@@ -112,7 +114,7 @@ class LipNet(_Base):
         self.head = conv(p, c_prev, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.normalize(x))
+        h = self.encoder(self.normalize(check_input_size(x, 2 ** len(self.config["widths"]))))
         h = self.project(self.concat(*[branch(h) for branch in self.aspp]))
         return self.head(self.decoder(h))
 
@@ -183,7 +185,7 @@ class LipUNet(_Base):
         self.head = conv(p, c_prev // 4, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(self.space_to_depth(self.normalize(x)))
+        h = self.stem(self.space_to_depth(self.normalize(check_input_size(x, 2 ** (len(self.config["widths"]) + 1)))))
         feats = [h]
         for stage in self.down:
             h = stage(h)

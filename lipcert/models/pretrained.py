@@ -40,16 +40,46 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
         The model (eval mode) with ``.config`` and ``.meta`` attributes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LipcertError(f"No checkpoint at {path}.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["config"])
-    if ckpt.get("exported", False):
-        model = export_plain(model)
-    model.load_state_dict(ckpt["state_dict"])
+    ckpt = read_checkpoint(path, ("config", "state_dict"))
+    try:
+        model = build_model(ckpt["config"])
+        if ckpt.get("exported", False):
+            model = export_plain(model)
+        model.load_state_dict(ckpt["state_dict"])
+    except (LipcertError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise LipcertError(f"{path} is not a lipcert checkpoint (its config or weights do not build a model: {exc}).") from exc
     model.config = dict(ckpt["config"])
     model.meta = ckpt.get("meta", {})
     return model.eval()
+
+
+def read_checkpoint(path: str | os.PathLike, required: tuple[str, ...]) -> dict:
+    """``torch.load(path, weights_only=True)`` of a lipcert file holding the keys ``required``.
+
+    Never unpickles code: a crafted file cannot execute anything, and anything else than a dict with
+    those keys is refused with one message.
+
+    Raises:
+        LipcertError: "PATH is not a lipcert checkpoint (...)" for a missing, empty, garbage or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LipcertError(f"No checkpoint at {path} (no such file).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds (pickle, zip, EOF, unsafe globals)
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            reason = "it holds Python objects other than tensors and plain data, which lipcert never unpickles"
+        elif isinstance(exc, EOFError) or not text:
+            reason = "the file is empty or truncated"
+        else:
+            reason = "not a readable torch file"
+        raise LipcertError(f"{path} is not a lipcert checkpoint ({reason}).") from None
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
+        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise LipcertError(f"{path} is not a lipcert checkpoint (expected the keys {list(required)}, found {found}).")
+    return ckpt
 
 
 def list_pretrained() -> list[str]:
