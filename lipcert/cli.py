@@ -3,7 +3,116 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
+
+from .config import EPS_RANGE, LIPSCHITZ_RANGE
+from .errors import LipcertError, SolverError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with lipcert's error line: ``lipcert: error: ...`` on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"lipcert: error: {message}\n")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _radius(text: str) -> float:
+    value = _number(text)
+    lo, hi = EPS_RANGE
+    if value < 0 or (value != 0 and not lo <= value <= hi):
+        raise argparse.ArgumentTypeError(f"radius {text!r} must be 0 or in [{lo:g}, {hi:g}] (l2, [0,1] pixel units)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _lipschitz(text: str) -> float:
+    value = _positive(text)
+    lo, hi = LIPSCHITZ_RANGE
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"L = {text!r} must be in [{lo:g}, {hi:g}]")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1)")
+    return value
+
+
+def _level(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"level {text!r} must be in [0, 1]")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {text!r} must be in [0, 2**63)")
+    return value
+
+
+def _check_model_arg(name_or_path: str, option: str) -> None:
+    """A shipped model name or an existing .pt file, checked before anything is loaded."""
+    from .models import list_pretrained
+
+    if Path(name_or_path).suffix == ".pt":
+        if not Path(name_or_path).is_file():
+            raise LipcertError(f"{option}: no checkpoint file at {name_or_path}.")
+    elif name_or_path not in list_pretrained():
+        raise LipcertError(
+            f"{option}: {name_or_path!r} is neither a .pt checkpoint nor a shipped model ({list_pretrained()})."
+        )
+
+
+def _check_out(out: str, option: str = "--out") -> None:
+    """The output folder can be created: neither it nor a parent is an existing file."""
+    for p in (Path(out), *Path(out).parents):
+        if p.exists() and not p.is_dir():
+            raise LipcertError(f"{option} {out}: {p} exists and is not a folder.")
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    dataset = getattr(args, "dataset", None)
+    if dataset in ("pets", "cityscapes"):
+        if args.root is None:
+            raise LipcertError(f"--root DIR is required for --dataset {dataset}.")
+        if not Path(args.root).is_dir():
+            raise LipcertError(f"--root {args.root}: no such folder.")
 
 
 def _load_model(name_or_path: str):
@@ -18,10 +127,16 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareConfig, run_compare
     from .compare_report import markdown, write_outputs
 
+    if any(v < 0 for v in args.overhead_size) or (0 in args.overhead_size and any(args.overhead_size)):
+        raise LipcertError(f"--overhead-size: expected two sizes > 0 (or 0 0 to skip), but got {args.overhead_size}.")
+    _check_model_arg(args.lip, "--lip")
+    _check_model_arg(args.twin, "--twin")
+    _check_data_args(args)
+    _check_out(args.out)
     if args.threads:
-        import torch
+        from .threads import set_threads
 
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
     cfg = CompareConfig(
         eps=args.eps,
@@ -53,6 +168,9 @@ def _certify(args: argparse.Namespace) -> int:
 
     from . import CertifiedMetric, certified_radius, lipschitz_bound
 
+    _check_model_arg(args.model, "--model")
+    _check_data_args(args)
+    _check_out(args.out)
     model = _load_model(args.model)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -122,6 +240,9 @@ def _audit(args: argparse.Namespace) -> int:
 
     from .audit import audit
 
+    _check_model_arg(args.model, "--model")
+    _check_data_args(args)
+    _check_out(args.out)
     model = _load_model(args.model)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -153,18 +274,18 @@ def _audit(args: argparse.Namespace) -> int:
 def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
-    p.add_argument("--size", type=int, default=64, help="square resolution images are resized to")
+    p.add_argument("--size", type=_count, default=64, help="square resolution images are resized to")
     p.add_argument("--lip", default="digits-lipunet", help="shipped model name or checkpoint .pt")
     p.add_argument("--twin", default="digits-twin-sigma025", help="shipped model name or checkpoint .pt")
-    p.add_argument("--limit", type=int, default=limit)
-    p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
-    p.add_argument("--sigma", type=float, nargs="+", default=[0.25])
-    p.add_argument("--n0", type=int, nargs="+", default=[10])
-    p.add_argument("--n", type=int, nargs="+", default=[100])
-    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--limit", type=_count, default=limit)
+    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
+    p.add_argument("--sigma", type=_positive, nargs="+", default=[0.25])
+    p.add_argument("--n0", type=_count, nargs="+", default=[10])
+    p.add_argument("--n", type=_count, nargs="+", default=[100])
+    p.add_argument("--alpha", type=_probability, default=0.001)
     p.add_argument("--out", default="lipcert_out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--threads", type=_count, default=None)
     p.add_argument("--device", default="cpu", help="where both networks run, e.g. cuda (timings synchronise)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -172,6 +293,7 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
         type=int,
         nargs=2,
         default=[512, 1024],
+        metavar=("H", "W"),
         help="also time forward vs certificate on one image of this size (H W); 0 0 to skip",
     )
 
@@ -193,7 +315,7 @@ def _make_dataset(name: str, split: str, n: int | None, size: int, seed: int, ro
     from .data import Cityscapes, OxfordIIITPet, TrainTransform
 
     if root is None:
-        raise SystemExit(f"--root DIR is required for --dataset {name}")
+        raise LipcertError(f"--root DIR is required for --dataset {name}.")
     tf = TrainTransform((size, size), jitter=0.5, seed=seed) if split == "train" else None
     if name == "pets":
         return OxfordIIITPet(root, split="trainval" if split == "train" else "test", size=size, transform=tf)
@@ -207,11 +329,19 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .models import build_model
-    from .recipes import get_recipe
+    from .recipes import RECIPES, get_recipe
     from .train import train
 
+    if args.recipe not in RECIPES:
+        raise LipcertError(f"--recipe: unknown recipe {args.recipe!r}; available: {sorted(RECIPES)}.")
+    _check_data_args(args)
+    _check_out(str(Path(args.out).parent), "--out")
+    if Path(args.out).is_dir():
+        raise LipcertError(f"--out {args.out}: is a folder; give the checkpoint file path (.pt).")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from .threads import set_threads
+
+        set_threads(args.threads)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     data = recipe["data"]
@@ -251,15 +381,15 @@ def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    p.add_argument("--size", type=_count, default=64)
+    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
 
 
 def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int) -> None:
-    p.add_argument("--lipschitz", type=float, default=None, help="declare L instead of computing it")
-    p.add_argument("--limit", type=int, default=limit)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lipschitz", type=_lipschitz, default=None, help="declare L instead of computing it")
+    p.add_argument("--limit", type=_count, default=limit)
+    p.add_argument("--batch-size", type=_count, default=batch_size)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default="lipcert_out")
     p.add_argument("--no-progress", action="store_true")
 
@@ -274,7 +404,7 @@ def _batches(dataset, n: int, batch_size: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lipcert", description=__doc__)
+    parser = _Parser(prog="lipcert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the comparison on the embedded digit scenes with the shipped models")
     _add_compare_args(demo, limit=48)
@@ -290,12 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["pixel_accuracy", "miou"],
         choices=["pixel_accuracy", "stability", "recall", "fnr", "iou", "miou"],
     )
-    ce.add_argument("--level", type=float, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
+    ce.add_argument("--level", type=_level, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
     _add_run_args(ce, limit=None, batch_size=16)
     ce.set_defaults(func=_certify)
     au = sub.add_parser("audit", help="certificates vs attacks on the same images (non-zero exit on a violation)")
     _add_model_data_args(au)
-    au.add_argument("--steps", type=int, default=100, help="APGD iterations per loss")
+    au.add_argument("--steps", type=_count, default=100, help="APGD iterations per loss")
     _add_run_args(au, limit=16, batch_size=8)
     au.set_defaults(func=_audit)
     tr = sub.add_parser("train", help="train a model from a named recipe")
@@ -303,10 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="checkpoint path (.pt)")
     tr.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default=None)
     tr.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
-    tr.add_argument("--epochs", type=int, default=None)
-    tr.add_argument("--n-train", type=int, default=None)
-    tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--epochs", type=_count, default=None)
+    tr.add_argument("--n-train", type=_count, default=None)
+    tr.add_argument("--seed", type=_seed, default=None)
+    tr.add_argument("--threads", type=_count, default=None)
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
@@ -314,8 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``lipcert`` command; a user error prints ``lipcert: error: ...`` and returns 2 (no traceback)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (LipcertError, SolverError, OSError) as exc:
+        print(f"lipcert: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lipcert: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

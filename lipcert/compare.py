@@ -5,6 +5,7 @@ Used by ``benchmarks/compare_segcertify.py``, ``lipcert compare`` and ``lipcert 
 
 from __future__ import annotations
 
+import copy
 import platform
 import statistics
 import time
@@ -15,10 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_eps, check_positive
 from .accumulate import CertifiedMetric
 from .certify import certify_logits
 from .errors import LipcertError
 from .lipschitz import lipschitz_bound
+from .model_state import eval_mode
 from .smoothing import AbstainMetrics, certify_counts, sample_counts, tau_ceiling, tau_for_radius
 
 
@@ -40,6 +43,21 @@ class CompareConfig:
     overhead_size: tuple[int, int] | None = (512, 1024)  # also time forward vs certificate at this size
     device: str = "cpu"  # where both networks run ("cuda": timings synchronise the GPU)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_eps(self.eps)
+        for value in self.sigma:
+            check_positive(value, "sigma")
+        for name in ("n0", "n"):
+            for value in getattr(self, name):
+                check_positive(value, name, integer=True)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
+            raise LipcertError(f"Expected `alpha` in (0, 1), but got {self.alpha!r}.")
+        if self.limit is not None:
+            check_positive(self.limit, "limit", integer=True)
+        for name in ("batch_size", "lip_batch", "timing_repeats"):
+            check_positive(getattr(self, name), name, integer=True)
+        check_positive(self.warmup, "warmup", integer=True, allow_zero=True)
 
 
 def hardware(device: str = "cpu") -> str:
@@ -82,6 +100,14 @@ def _stats(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
+def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model itself when it already lives on ``device``, else a copy moved there (never the caller's)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(t.device == device for t in tensors):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
 def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset, cfg: CompareConfig) -> dict:
     """Certify the same images with the Lipschitz certificate and with SegCertify; time both.
 
@@ -103,13 +129,17 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     k = dataset.num_classes
     ignore = getattr(dataset, "ignore_index", 255)
     eps = sorted(float(e) for e in cfg.eps)
-    lip_model.eval()
-    twin_model.eval()
     image0, _ = dataset[0]
     L = lipschitz_bound(lip_model, tuple(image0.shape))
     device = torch.device(cfg.device)
-    lip_model.to(device)
-    twin_model.to(device)
+    with eval_mode(lip_model), eval_mode(twin_model):
+        lip, twin = _on_device(lip_model, device), _on_device(twin_model, device)
+        with eval_mode(lip), eval_mode(twin):
+            return _compare_models(lip, twin, dataset, cfg, L, n_images, k, ignore, eps, image0, device)
+
+
+def _compare_models(lip_model, twin_model, dataset, cfg, L, n_images, k, ignore, eps, image0, device) -> dict:
+    """The body of :func:`run_compare`, with both models in eval mode on ``device``."""
     _timed = _timer(cfg.device)
     curve = np.linspace(0.0, max(eps), 64)
     acc = {

@@ -47,7 +47,8 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
             model = export_plain(model)
         model.load_state_dict(ckpt["state_dict"])
     except (LipcertError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise LipcertError(f"{path} is not a lipcert checkpoint (its config or weights do not build a model: {exc}).") from exc
+        reason = f"its config and weights build no model: {exc}"
+        raise LipcertError(f"{path} is not a lipcert checkpoint ({reason}).") from exc
     model.config = dict(ckpt["config"])
     model.meta = ckpt.get("meta", {})
     return model.eval()
