@@ -23,6 +23,10 @@ def as_tensor(x, name: str) -> torch.Tensor:
             x = x.detach()
         return x if x.is_cpu else x.cpu()
     if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise LipcertError(f"Expected `{name}` to hold numbers, but got a numpy array of dtype {x.dtype}.")
+        if any(s < 0 for s in x.strides) or not x.flags.writeable:
+            x = np.array(x)  # flipped views (negative strides) and read-only arrays: torch needs a copy
         return torch.from_numpy(x)
     raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")
 
@@ -36,6 +40,8 @@ def check_logits(logits, finite: bool = True) -> torch.Tensor:
         raise LipcertError(f"Expected `logits` of shape (B, K, H, W), but got shape {tuple(t.shape)}.")
     if t.shape[1] < 2:
         raise LipcertError(f"Expected at least 2 classes in `logits`, but got K={t.shape[1]}.")
+    if t.shape[0] == 0 or t.shape[2] * t.shape[3] == 0:
+        raise LipcertError(f"Expected at least one image with pixels, but got logits of shape {tuple(t.shape)}.")
     if finite and not bool(torch.isfinite(t).all()):
         raise_not_finite()
     return t

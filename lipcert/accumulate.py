@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_choice, check_eps, check_lipschitz, check_no_options
+from ._checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
 from .certificate import Certificate
 from .certify import IOU_METRICS, METRICS, _evaluate, _evaluate_iou, _higher_is_better
+from .errors import LipcertError
 from .metrics.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
 from .metrics.unit import unit_values
 
@@ -54,7 +55,7 @@ class CertifiedMetric:
         self.metric = check_choice(metric, METRICS, "metric")
         self.eps = check_eps(eps)
         self.lipschitz = check_lipschitz(lipschitz)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.average = check_choice(average, ("micro", "macro"), "average")
         self.reset()
 
@@ -63,6 +64,18 @@ class CertifiedMetric:
         self._state: dict[str, list[np.ndarray]] = {}  # name -> [numerator sum, denominator sum]
         self._frontiers: dict = {}
         self._n_images = 0
+        self._num_classes: int | None = None
+
+    def _check_classes(self, logits) -> None:
+        """Every batch must have the class count of the first (the states are per class)."""
+        k = int(logits.shape[1]) if getattr(logits, "ndim", 0) == 4 else None
+        if k is not None and self._num_classes is not None and k != self._num_classes:
+            raise LipcertError(
+                f"Expected logits with K={self._num_classes} classes like the earlier batches, but got K={k} "
+                "(call reset() to start another dataset)."
+            )
+        if k is not None and self._num_classes is None:
+            self._num_classes = k
 
     def _add(self, name: str, num, den) -> None:
         num, den = np.asarray(num, dtype=np.float64), np.broadcast_to(np.asarray(den, dtype=np.float64), np.shape(num))
@@ -78,6 +91,7 @@ class CertifiedMetric:
 
     def update(self, logits, target=None) -> None:
         """Add a batch: logits (B, K, H, W) float, target (B, H, W) int (see certify_logits)."""
+        self._check_classes(logits)
         if self.metric in IOU_METRICS:
             self._update_iou(logits, target)
             return
@@ -128,7 +142,7 @@ class CertifiedMetric:
     def compute(self) -> Certificate:
         """The dataset-level Certificate: ``worst`` (E,) or (E, K); ``clean`` () or (K,)."""
         if not self._state:
-            raise ValueError("CertifiedMetric.compute() called before any update().")
+            raise LipcertError("CertifiedMetric.compute() called before any update().")
         iou = self.metric in IOU_METRICS
         worst = self._pooled_iou() if iou and self.average == "micro" else self._value("worst")
         naive, clean = self._value("naive"), self._value("clean")

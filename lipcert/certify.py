@@ -8,6 +8,7 @@ import torch
 from ._checks import (
     check_choice,
     check_eps,
+    check_ignore_index,
     check_images,
     check_levels,
     check_lipschitz,
@@ -158,6 +159,7 @@ def certify_logits(
         [[1.0, 0.5, 0.0]]
     """
     check_no_options(metric_options, metric)
+    ignore_index = check_ignore_index(ignore_index)
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     if metric in IOU_METRICS:
@@ -232,6 +234,7 @@ def certified_radius(
         ...                  level=0.5).round(4).tolist()
         [[0.7071]]
     """
+    ignore_index = check_ignore_index(ignore_index)
     L = check_lipschitz(lipschitz)
     if (level is None) == (drop is None):
         raise LipcertError("Pass exactly one of `level` and `drop`.")

@@ -10,15 +10,17 @@ tau-thresholded smoothed segmenter keeps its label for every ``||delta||_2 < sig
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .._checks import check_choice, check_images, check_positive
 from ..errors import LipcertError
 from ..model_state import eval_mode
-from .stats import check_reachable, pvalue_table, radius, reject
+from .stats import CORRECTIONS, check_reachable, pvalue_table, radius, reject
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,29 @@ class SmoothingResult:
     n_forward: int = 0
 
 
-def _validate(n0: int, n: int, tau: float, alpha: float, sigma: float) -> None:
-    if n0 < 1 or n < 1:
-        raise LipcertError(f"Expected n0 >= 1 and n >= 1, but got n0={n0}, n={n}.")
+def _validate(n0: int, n: int, tau: float, alpha: float, sigma: float, correction="holm", k=1, abstain=-1) -> None:
+    """Refuse every bad setting of SegCertify, naming it (before any sampling)."""
+    check_positive(n0, "n0", integer=True)
+    check_positive(n, "n", integer=True)
+    check_positive(k, "k", integer=True)
+    check_choice(correction, CORRECTIONS, "correction")
+    for name, value in (("tau", tau), ("alpha", alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+            raise LipcertError(f"Expected `{name}` to be a number, but got {value!r}.")
     if not 0.5 <= tau < 1:
         raise LipcertError(f"Expected tau in [0.5, 1), but got {tau}.")
     if not 0 < alpha < 1:
         raise LipcertError(f"Expected alpha in (0, 1), but got {alpha}.")
-    if sigma <= 0:
-        raise LipcertError(f"Expected sigma > 0, but got {sigma}.")
+    check_positive(sigma, "sigma")
+    if isinstance(abstain, bool) or not isinstance(abstain, (int, np.integer)):
+        raise LipcertError(f"Expected `abstain` to be an integer label, but got {abstain!r}.")
+
+
+def _check_abstain(abstain: int, mode: np.ndarray) -> None:
+    if 0 <= abstain <= int(mode.max(initial=-1)):
+        raise LipcertError(
+            f"The abstain label {abstain} is also a class the model predicts: use a label outside [0, K) (e.g. -1)."
+        )
 
 
 def _mode(counts: np.ndarray) -> np.ndarray:
@@ -96,7 +112,7 @@ def segcertify_from_samples(
     if samples.min() < 0:
         raise LipcertError("Expected non-negative class labels in `samples`.")
     n = samples.shape[0] - n0
-    _validate(n0, n, tau, alpha, sigma)
+    _validate(n0, n, tau, alpha, sigma, correction, k, abstain)
     spatial = samples.shape[1:]
     flat = samples.reshape(samples.shape[0], -1)
     k_classes = int(flat.max()) + 1
@@ -104,6 +120,7 @@ def segcertify_from_samples(
     for row in flat[:n0]:
         sel[row, np.arange(flat.shape[1])] += 1
     mode = _mode(sel)
+    _check_abstain(abstain, mode)
     est = (flat[n0:] == mode[None, :]).sum(0)
     labels, timings = _certify_counts(mode, est, n, tau, alpha, sigma, correction, k, abstain, flat.shape[1], 0.0)
     return SmoothingResult(labels.reshape(spatial), radius(sigma, tau), abstain, timings, n0 + n)
@@ -159,6 +176,13 @@ def sample_counts(
         ``(mode, counts, seconds)``: int64 (H, W) selected classes, int64 (H, W) estimation counts in
         [0, n], and the sampling time.
     """
+    check_positive(n0, "n0", integer=True)
+    check_positive(n, "n", integer=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    check_positive(sigma, "sigma")
+    if not isinstance(x, torch.Tensor) or x.ndim != 3:
+        raise LipcertError(f"Expected `x` to be one (C, H, W) image tensor, but got {getattr(x, 'shape', type(x))}.")
+    check_images(x.unsqueeze(0), allow_outside_unit=True)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     sel = _sample_counts(model, x, sigma, n0, batch_size, gen)
@@ -184,6 +208,18 @@ def certify_counts(
     Returns:
         :class:`SmoothingResult` with labels of ``mode``'s shape (sampling time 0).
     """
+    _validate(1, n, tau, alpha, sigma, correction, k, abstain)
+    mode, counts = np.asarray(mode), np.asarray(counts)
+    if mode.dtype.kind not in "iu" or counts.dtype.kind not in "iu" or mode.shape != counts.shape or mode.size == 0:
+        raise LipcertError(
+            f"Expected integer `mode` and `counts` of the same non-empty shape, but got {mode.dtype} {mode.shape} "
+            f"and {counts.dtype} {counts.shape}."
+        )
+    if counts.min() < 0 or counts.max() > n or mode.min() < 0:
+        raise LipcertError(
+            f"Expected counts in [0, n={n}] and classes >= 0, but got counts in [{counts.min()}, {counts.max()}]."
+        )
+    _check_abstain(abstain, mode)
     labels, timings = _certify_counts(
         mode.ravel(), counts.ravel(), n, tau, alpha, sigma, correction, k, abstain, mode.size, 0.0
     )
@@ -230,9 +266,13 @@ def segcertify(
         >>> res.labels.shape, res.n_forward
         ((8, 8), 105)
     """
+    if not isinstance(x, torch.Tensor):
+        raise LipcertError(f"Expected `x` to be a torch.Tensor of images, but got {type(x).__name__}.")
     single = x.ndim == 3
-    xs = x.unsqueeze(0) if single else x
-    _validate(n0, n, tau, alpha, sigma)
+    xs = check_images(x.unsqueeze(0) if single else x, allow_outside_unit=True)  # sigma is in the units of x
+    _validate(n0, n, tau, alpha, sigma, correction, k, abstain)
+    check_positive(batch_size, "batch_size", integer=True)
+    check_positive(sigma, "sigma")
     pixels = xs.shape[-2] * xs.shape[-1]
     check_reachable(tau, n, pixels, alpha, correction, k)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
