@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_eps, check_ignore_index, check_images, check_lipschitz
 from .attacks import SEA, pixel_accuracy
 from .certify import certify_logits
 from .errors import LipcertError
@@ -50,6 +51,23 @@ class AuditReport:
         return "\n".join(lines)
 
 
+def _batch_pair(item, n_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader item as (images float (B, C, H, W) in [0, 1], labels int (B, H, W)), or a clear error."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise LipcertError(
+            f"Expected every loader item to be an (images, labels) pair, but batch {n_batch} is a "
+            f"{type(item).__name__}{'' if not hasattr(item, 'shape') else ' of shape ' + str(tuple(item.shape))}."
+        )
+    x, y = item
+    x = check_images(x)
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.shape != (x.shape[0], *x.shape[2:]):
+        raise LipcertError(
+            f"Expected the labels of batch {n_batch} to be an integer tensor of shape {(x.shape[0], *x.shape[2:])}, "
+            f"but got {getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}."
+        )
+    return x, y
+
+
 def audit(
     model: torch.nn.Module,
     loader,
@@ -83,16 +101,20 @@ def audit(
         >>> audit(net, [batch], [0.1], steps=3).violations
         0
     """
-    eps = [float(e) for e in np.atleast_1d(eps)]
+    eps = check_eps(eps).tolist()
+    ignore_index = check_ignore_index(ignore_index)
+    if not isinstance(model, torch.nn.Module):
+        raise LipcertError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
     frozen = export_plain(model)
     batches = iter(loader)  # consumed lazily: only the first batch is read ahead, for the input shape
     first = next(batches, None)
     if first is None:
         raise LipcertError("audit needs at least one (images, labels) batch.")
+    first = _batch_pair(first, 0)
     if lipschitz is None:
         L, source = lipschitz_bound(frozen, tuple(first[0].shape[1:])), "computed"
     else:
-        L, source = float(lipschitz), "declared"
+        L, source = check_lipschitz(lipschitz), "declared"
     if attack_factory is None:
 
         def attack_factory(m, e):
@@ -102,7 +124,8 @@ def audit(
     sums = {k: np.zeros((len(eps), 2)) for k in ("certified", "attacked")}  # micro: correct, valid
     per_image = {k: [[] for _ in eps] for k in ("certified", "attacked")}
     index = 0
-    for x, y in tqdm(itertools.chain([first], batches), desc="audit", disable=not progress):
+    for n_batch, item in enumerate(tqdm(itertools.chain([first], batches), desc="audit", disable=not progress)):
+        x, y = _batch_pair(item, n_batch)
         with torch.no_grad():
             logits = frozen(x)
         cert = certify_logits(logits, eps, "pixel_accuracy", y, lipschitz=L, ignore_index=ignore_index)

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from deel import torchlip
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._checks import check_choice, check_positive
 from .attacks import project
 from .certify import certify_logits
 from .errors import LipcertError
@@ -71,7 +72,21 @@ class TrainConfig:
     init_from: str | None = None
     margin: float = 0.0
     margin_warmup: int = 0
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            check_positive(getattr(self, name), name, integer=True)
+        for name in ("eval_every", "adv_steps", "margin_warmup", "seed"):
+            check_positive(getattr(self, name), name, integer=True, allow_zero=True)
+        for name in ("lr", "tau"):
+            check_positive(getattr(self, name), name)
+        for name in ("lr_min", "weight_decay", "noise_sigma", "margin", "adv_eps", "monitor_eps"):
+            check_positive(getattr(self, name), name, allow_zero=True)
+        check_choice(self.loss, LOSSES, "loss")
+        if self.class_weights is not None:
+            w = list(self.class_weights)
+            if not w or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w):
+                raise LipcertError(f"Expected `class_weights` finite and >= 0, but got {self.class_weights!r}.")
 
 
 def _loss_fn(cfg: TrainConfig, ignore_index: int):
@@ -292,6 +307,12 @@ def train(
     """
     torch.manual_seed(cfg.seed)
     ignore_index = getattr(train_set, "ignore_index", 255)
+    k = getattr(train_set, "num_classes", None)
+    if cfg.class_weights is not None and k is not None and len(cfg.class_weights) != k:
+        n_w = len(cfg.class_weights)
+        raise LipcertError(f"Expected {k} `class_weights` (one per class of the dataset), but got {n_w}.")
+    if len(train_set) == 0:
+        raise LipcertError("The training set is empty.")
     if cfg.adversarial not in (None, "pgd"):
         raise LipcertError(f"Expected `adversarial` None or 'pgd', but got {cfg.adversarial!r}.")
     if cfg.init_from:
@@ -338,6 +359,11 @@ def train(
                 loss = loss_fn(logits, y, cfg.margin * ramp)
             else:
                 loss = loss_fn(logits, y)
+            if not bool(torch.isfinite(loss)):
+                raise LipcertError(
+                    f"The training loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: training stopped "
+                    "(lower the learning rate, or check tau and the class weights)."
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -101,7 +101,7 @@ class Cityscapes(_PairDataset):
         if not pairs:
             raise LipcertError(f"No *_leftImg8bit.png images under {img_dir}; the expected layout is:\n{LAYOUT}")
         if transform is None and size is not None:
-            transform = EvalTransform((size, size) if isinstance(size, int) else size)
+            transform = EvalTransform(size)
         super().__init__(pairs, transform)
 
     def map_labels(self, raw: np.ndarray) -> np.ndarray:

@@ -72,10 +72,12 @@ class DigitScenes:
     def __init__(self, split: str = "train", size: int = 64, n: int = 1000, seed: int = 0, cache: bool = True) -> None:
         if split not in ("train", "test"):
             raise LipcertError(f"Expected `split` 'train' or 'test', but got {split!r}.")
-        if size < 32 or size % 8:
-            raise LipcertError(f"Expected `size` >= 32 and a multiple of 8, but got {size}.")
-        if n < 1:
-            raise LipcertError(f"Expected `n` >= 1, but got {n}.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 8:
+            raise LipcertError(f"Expected `size` to be an int >= 32 and a multiple of 8, but got {size!r}.")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise LipcertError(f"Expected `n` to be an int >= 1, but got {n!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise LipcertError(f"Expected `seed` to be an int >= 0, but got {seed!r}.")
         self.split, self.size, self.n, self.seed = split, size, n, seed
         images, labels = _load_digits()
         idx = _split_indices(labels, split)

@@ -36,6 +36,8 @@ class OxfordIIITPet(_PairDataset):
         image, target = ds[0]
     """
 
+    labels_in_first_channel = True  # trimaps are exported as L, P, RGB or RGBA
+
     def __init__(self, root, split: str = "trainval", classes: int = 3, size=None, transform=None) -> None:
         if split not in ("trainval", "test"):
             raise LipcertError(f"Expected `split` 'trainval' or 'test', but got {split!r}.")
@@ -63,7 +65,7 @@ class OxfordIIITPet(_PairDataset):
             raise LipcertError(f"{listing} lists no images; the expected layout is:\n{LAYOUT}")
         self.num_classes = classes
         if transform is None and size is not None:
-            transform = EvalTransform((size, size) if isinstance(size, int) else size)
+            transform = EvalTransform(size)
         super().__init__(pairs, transform)
 
     def map_labels(self, raw: np.ndarray) -> np.ndarray:

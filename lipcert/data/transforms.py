@@ -9,6 +9,21 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ..errors import LipcertError
+
+
+def check_size(size, name: str = "size") -> tuple[int, int]:
+    """Validate an (H, W) size (an int means square): positive ints.
+
+    Raises:
+        LipcertError: naming the parameter, for anything else.
+    """
+    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise LipcertError(f"Expected `{name}` to be a positive int or (H, W) of positive ints, but got {size!r}.")
+    return int(pair[0]), int(pair[1])
+
 
 def resize_pair(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Resize to ``size = (H, W)``: bilinear for the image, nearest for the target."""
@@ -60,7 +75,10 @@ class TrainTransform:
     """
 
     def __init__(self, size, crop=None, jitter: float = 0.5, seed: int = 0, ignore_index: int = 255):
-        self.size, self.crop, self.jitter, self.ignore_index = tuple(size), crop, jitter, ignore_index
+        crop = None if crop is None else check_size(crop, "crop")
+        self.size, self.crop, self.jitter, self.ignore_index = check_size(size), crop, jitter, ignore_index
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise LipcertError(f"Expected `seed` to be an int >= 0, but got {seed!r}.")
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image, target):
@@ -77,7 +95,7 @@ class EvalTransform:
     """Resize only (bilinear image, nearest target)."""
 
     def __init__(self, size):
-        self.size = tuple(size)
+        self.size = check_size(size)
 
     def __call__(self, image, target):
         return resize_pair(image, target, self.size)
