@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check lipcert tests benchmarks
 	$(PY) -m pytest -q --doctest-modules lipcert tests
-	$(VENV)/bin/mkdocs build --strict -q
+	$(VENV)/bin/mkdocs build --strict
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

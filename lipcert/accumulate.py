@@ -33,7 +33,7 @@ class CertifiedMetric:
         ignore_index: label excluded from every count, or None.
         average: ``"micro"`` or ``"macro"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> acc = CertifiedMetric("pixel_accuracy", [0.0, 1.0], lipschitz=1.0)
         >>> acc.update(torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]]), torch.tensor([[[0, 0]]]))

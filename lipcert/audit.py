@@ -94,7 +94,7 @@ def audit(
     Returns:
         :class:`AuditReport`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(3, 2, 1, bias=False)
         >>> batch = (torch.rand(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))

@@ -150,7 +150,7 @@ def certify_logits(
         LipcertError: NaN/Inf or integer logits, bad shapes, labels out of range, eps < 0, L <= 0,
             unknown metric.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])  # 1 image, 2 classes, 1x2 pixels
         >>> cert = certify_logits(logits, [0.0, 1.5, 3.0], "pixel_accuracy", torch.tensor([[[0, 0]]]),
@@ -227,7 +227,7 @@ def certified_radius(
         float64 (B, Lv) or (B, Lv, K) for per-class metrics: radii in l2 [0,1] pixel units; 0 where
         the level already holds, inf where it is unreachable, NaN where the metric is undefined.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])
         >>> certified_radius(logits, "pixel_accuracy", torch.tensor([[[0, 0]]]), lipschitz=1.0,
@@ -264,7 +264,10 @@ def certify(
     Args:
         model: a segmentation network mapping (B, C, H, W) images in [0,1] to (B, K, H, W) logits.
         x: float (B, C, H, W) images in [0, 1].
-        eps, metric, target, ignore_index: as in :func:`certify_logits`.
+        eps: as in :func:`certify_logits`.
+        metric: as in :func:`certify_logits`.
+        target: as in :func:`certify_logits`.
+        ignore_index: as in :func:`certify_logits`.
         lipschitz: a declared L. With None, the model is frozen (:func:`lipcert.models.export_plain`) and
             the guaranteed bound :func:`lipcert.lipschitz_bound` is computed from those frozen weights,
             which are also the ones that run (after checking that they reproduce the model's logits on
@@ -282,7 +285,7 @@ def certify(
         LipschitzBoundError: no bound can be computed (unknown layers, ...), or the frozen copy does not
             reproduce the model's logits.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(1, 2, 1, bias=False)
         >>> cert = certify(net, torch.rand(1, 1, 4, 4), 0.1, "stability")

@@ -42,7 +42,7 @@ def margins(logits) -> tuple[np.ndarray, np.ndarray]:
         ``(pred, margin)``: int64 (B, H, W) argmax (first maximum on ties) and float64 (B, H, W) margins
         in logit units, >= 0 (0 on ties).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> pred, m = margins(np.array([[[[2.0]], [[0.5]]]]))
         >>> int(pred[0, 0, 0]), float(m[0, 0, 0])
@@ -61,7 +61,7 @@ def flip_costs(logits, lipschitz: float) -> np.ndarray:
     Returns:
         float64 (B, H, W), compared against ``eps**2`` (eps in l2 [0,1] pixel units).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(flip_costs(np.array([[[[2.0]], [[0.0]]]]), lipschitz=1.0)[0, 0, 0])
         2.0
@@ -81,7 +81,7 @@ def targeted_costs(logits, lipschitz: float) -> np.ndarray:
     Returns:
         float64 (B, K, H, W); 0 for k = the predicted class (and for tied classes).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> targeted_costs(np.array([[[[3.0]], [[1.0]]]]), lipschitz=2.0)[0, :, 0, 0].tolist()
         [0.0, 0.5]
@@ -107,7 +107,7 @@ def pixel_radius(logits, lipschitz: float) -> np.ndarray:
     Returns:
         float64 (B, H, W) radii in l2 [0,1] pixel units (0 on ties).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> round(float(pixel_radius(np.array([[[[1.0]], [[0.0]]]]), 1.0)[0, 0, 0]), 4)
         0.7071

@@ -174,7 +174,7 @@ def evaluate(
         dict with ``pixel_accuracy_micro``, ``iou`` (K,), ``miou_pooled``, and when certified
         ``certified_pixel_accuracy_macro``, ``lipschitz``.
 
-    Example:
+    Examples:
         >>> from lipcert.data import DigitScenes
         >>> from lipcert.models import LipUNet
         >>> ev = evaluate(LipUNet(11, widths=[(8, 1)], stem=8, gain=8.0), DigitScenes("test", n=2), eps=0.1)
@@ -229,7 +229,7 @@ def recalibrate_centering(model: nn.Module, dataset, *, n_images: int = 1024, ba
     Returns:
         The model, in eval mode.
 
-    Example:
+    Examples:
         >>> from lipcert.data import DigitScenes
         >>> from lipcert.models import LipUNet
         >>> net = recalibrate_centering(LipUNet(11, widths=[(8, 1)], stem=8), DigitScenes(n=4), n_images=4)
@@ -296,7 +296,7 @@ def train(
     Returns:
         dict with ``history`` (per-epoch loss / accuracy / evaluations), ``seconds``.
 
-    Example:
+    Examples:
         >>> from lipcert.data import DigitScenes
         >>> from lipcert.models import LipUNet
         >>> net = LipUNet(11, widths=[(8, 1), (16, 1)], stem=8, gain=8.0)

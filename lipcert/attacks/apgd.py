@@ -135,7 +135,7 @@ class APGD:
     Returns from a call: adversarial images, each with the lowest pixel accuracy found; every delta is
     checked to lie within eps (a violation raises).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(3, 2, 1)
         >>> x, y = torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)

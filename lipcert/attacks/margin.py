@@ -27,7 +27,7 @@ class MarginAttack:
         lipschitz: L used to size the target sets (optional).
         kappa: margin to aim below zero; seed: seeds the attack's own generator.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(3, 2, 1)
         >>> x, y = torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)

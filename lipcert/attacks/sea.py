@@ -19,10 +19,13 @@ class SEA:
     (l2 only) the margin attack aimed at the joint certificate joins the ensemble.
 
     Args:
-        model, eps, norm: as :class:`APGD`; steps: iterations per loss (SEA uses 300 with radius reduction).
+        model: as in :class:`APGD`.
+        eps: as in :class:`APGD`.
+        norm: as in :class:`APGD`.
+        steps: iterations per loss (SEA uses 300 with radius reduction).
         losses: APGD losses; margin: add :class:`MarginAttack`; lipschitz: sizes the margin attack's sets.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(3, 2, 1)
         >>> x, y = torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)

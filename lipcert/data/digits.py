@@ -59,7 +59,7 @@ class DigitScenes:
 
     Returns per item ``(image, target)``: float32 (3, size, size) in [0, 1] and int64 (size, size).
 
-    Example:
+    Examples:
         >>> ds = DigitScenes("test", size=64, n=4, seed=0)
         >>> image, target = ds[0]
         >>> tuple(image.shape), tuple(target.shape), float(image.min()) >= 0.0, float(image.max()) <= 1.0

@@ -179,7 +179,12 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
     for any size.
 
     Args:
-        logits, target, ignore_index, per_class, correct_only, lipschitz: as in :func:`unit_candidates`.
+        logits: as in :func:`unit_candidates`.
+        target: as in :func:`unit_candidates`.
+        ignore_index: as in :func:`unit_candidates`.
+        per_class: as in :func:`unit_candidates`.
+        correct_only: as in :func:`unit_candidates`.
+        lipschitz: as in :func:`unit_candidates`.
         eps: float64 (E,) radii >= 0 (l2, [0,1] pixel units); the budgets are ``eps**2 * (1 + slack)``.
         slack: relative slack of every budget comparison (``lipcert.config.COST_REL_SLACK``).
         complement: report ``1 - num / den`` (fnr) instead of ``num / den``.
@@ -330,7 +335,10 @@ def grouped_flip_counts(costs, cell, count, total, n_images, groups_per_image, b
     """Pass 2: per image, group and budget, the greedy (exact) number of flips and of single flips.
 
     Args:
-        costs, cell, count, total: from :func:`unit_candidates` (same ``cap``).
+        costs: from :func:`unit_candidates` (same ``cap``).
+        cell: from :func:`unit_candidates` (same ``cap``).
+        count: from :func:`unit_candidates` (same ``cap``).
+        total: from :func:`unit_candidates` (same ``cap``).
         n_images: B; groups_per_image: G; budgets: float64 (E,) in [0, cap], any order; cap: as in pass 1.
 
     Returns:

@@ -17,9 +17,12 @@ def iou_worst(tp_offsets, tp_prefix, fp_offsets, fp_prefix, tp0, union0, budgets
     the best b is the largest affordable one, which only decreases as a grows (two pointers).
 
     Args:
-        tp_offsets, tp_prefix: int64 (G+1,), float64 running sums of sorted TP-removal costs.
-        fp_offsets, fp_prefix: int64 (G+1,), float64 running sums of sorted FP-addition costs.
-        tp0, union0: int64 (G,) clean TP and union (G + FP) counts.
+        tp_offsets: int64 (G+1,) CSR offsets of the sorted TP-removal costs.
+        tp_prefix: float64 running sums of those costs.
+        fp_offsets: int64 (G+1,) CSR offsets of the sorted FP-addition costs.
+        fp_prefix: float64 running sums of those costs.
+        tp0: int64 (G,) clean true positives.
+        union0: int64 (G,) clean unions (G + FP).
         budgets: float64 (E,) squared radii (already inflated for float safety).
 
     Returns:
@@ -97,7 +100,10 @@ def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n
     """Upper hulls of the (a, b) frontiers of every (budget e, class k, image i), in that order.
 
     Args:
-        tp_offsets, tp_prefix, fp_offsets, fp_prefix: CSR over groups ``i * K + k`` (running sums).
+        tp_offsets: CSR over groups ``i * K + k`` (running sums).
+        tp_prefix: CSR over groups ``i * K + k`` (running sums).
+        fp_offsets: CSR over groups ``i * K + k`` (running sums).
+        fp_prefix: CSR over groups ``i * K + k`` (running sums).
         budgets: float64 (E,); n_images: B; n_classes: K.
 
     Returns:

@@ -172,7 +172,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
         LipschitzBoundError: unknown modules or operations (listed), reflect padding, replicate padding
             wider than 1, a product of two tensors, or a model fx cannot trace.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.ReLU())
         >>> with torch.no_grad():

@@ -55,7 +55,7 @@ def lipschitz_lower_bound(
     Raises:
         LipcertError: images that are not a finite float (B, C, H, W) tensor, or bad iteration settings.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(1, 1, 1, bias=False)
         >>> with torch.no_grad():

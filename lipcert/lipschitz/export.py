@@ -92,7 +92,7 @@ def export_plain(model: nn.Module) -> nn.Module:
     Returns:
         A new module (the input is not modified), in eval mode.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d
         >>> conv = AdaptiveOrthoConv2d(4, 4, 3, padding=1, padding_mode="zeros", bias=False).eval()

@@ -155,7 +155,7 @@ LAYER_BOUNDS: dict[type, BoundFn] = {
 def register_layer_bound(layer_type: type, fn: BoundFn) -> None:
     """Teach lipcert a guaranteed bound for a custom layer type: ``fn(module, in_hw) -> float``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> class Half(torch.nn.Module):
         ...     def forward(self, x):

@@ -35,7 +35,7 @@ def joint_miou(
         when ``status == "exact"``), ``extras["attack"]`` (B, E) the mIoU of the best reassignment found
         (so ``worst <= true worst <= attack``), ``extras["status"]`` codes (0 exact, 1 bound, 2 time limit).
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 0.5]]]])
         >>> joint_miou(logits, torch.tensor([[[0, 1]]]), [0.0, 1.0], lipschitz=1.0).worst.round(4).tolist()

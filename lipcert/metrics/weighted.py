@@ -70,7 +70,7 @@ def certify_weighted(
         (Dantzig or rounded values), 2 = time limit; ``status`` is the weakest one; ``solver`` names the
         method(s) used.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])
         >>> cert = certify_weighted(logits, torch.tensor([[[0, 0]]]), [2.0], torch.tensor([[[1.0, 3.0]]]),

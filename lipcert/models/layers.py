@@ -53,7 +53,8 @@ class InputNormalization(nn.Module):
     1-Lipschitz body after a gain g makes a g-Lipschitz model, and certificates use that L.
 
     Args:
-        mean, std: per-channel statistics (C,) of the [0,1] input; std > 0.
+        mean: per-channel mean (C,) of the [0,1] input.
+        std: per-channel std (C,) of the [0,1] input, > 0.
         gain: a positive scalar.
     """
 

@@ -57,12 +57,14 @@ class LipNet(_Base):
         preset: "S" = (32,3),(64,3),(128,3); "M1" = (64,5),(128,5),(256,5); "M2" = M1 + (512,5).
         widths: custom [(channels, repeats), ...] instead of a preset.
         rates: ASPP dilation rates.
-        mean, std, gain: input normalisation ``gain * (x - mean) / std`` (L = gain / min(std)).
+        mean: per-channel mean (C,) of the input normalisation ``gain * (x - mean) / std``.
+        std: per-channel std (C,) > 0 of that normalisation.
+        gain: its positive scalar gain (L = gain / min(std)).
         parametrization: "aoc" (default), "spectral" or "plain" (the unconstrained twin).
 
     Input (B, C, H, W) with H, W divisible by 2**len(stages); output (B, K, H, W).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = LipNet(3, widths=[(8, 1), (16, 1)], rates=(2,)).eval()
         >>> net(torch.rand(1, 3, 16, 16)).shape
@@ -128,7 +130,7 @@ class LipUNet(_Base):
 
     Args: as :class:`LipNet` (no ASPP), plus ``stem`` channels (default: the first stage's).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = LipUNet(4, in_channels=1, widths=[(8, 1), (16, 1)]).eval()
         >>> net(torch.rand(2, 1, 16, 16)).shape

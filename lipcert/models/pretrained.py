@@ -86,7 +86,7 @@ def read_checkpoint(path: str | os.PathLike, required: tuple[str, ...]) -> dict:
 def list_pretrained() -> list[str]:
     """Names of the checkpoints shipped with lipcert.
 
-    Example:
+    Examples:
         >>> all(isinstance(n, str) for n in list_pretrained())
         True
     """
@@ -99,7 +99,7 @@ def load_pretrained(name: str) -> nn.Module:
     Args:
         name: one of :func:`list_pretrained`.
 
-    Example:
+    Examples:
         >>> model = load_pretrained("digits-lipunet")
         >>> model.config["arch"], model.training
         ('LipUNet', False)

@@ -17,7 +17,7 @@ class AbstainMetrics:
     Args:
         num_classes: K; abstain: the abstain label; ignore_index: label excluded from every count.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> m = AbstainMetrics(2)
         >>> m.update(np.array([[[0, -1], [1, 1]]]), np.array([[[0, 0], [1, 0]]]))

@@ -92,14 +92,17 @@ def segcertify_from_samples(
     Args:
         samples: int (n0 + n, ...) labels of the base model under independent noise draws; the first n0
             select each pixel's class, the remaining n estimate its probability.
-        n0, tau, alpha, sigma: selection size, tested probability, FWER level, noise std.
+        n0: selection sample count.
+        tau: tested probability.
+        alpha: FWER level.
+        sigma: noise std.
         correction: ``"holm"``, ``"bonferroni"`` or ``"kfwer"`` (with ``k``).
         abstain: label of non-certified pixels.
 
     Returns:
         :class:`SmoothingResult` with ``labels`` of shape ``samples.shape[1:]``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> s = np.zeros((110, 2, 2), dtype=int); s[:, 0, 0] = np.arange(110) % 2
         >>> res = segcertify_from_samples(s, n0=10, tau=0.6, alpha=0.01, sigma=0.25)
@@ -169,7 +172,12 @@ def sample_counts(
     radius (see :func:`certify_counts`).
 
     Args:
-        model, sigma, n0, n, batch_size, generator: as in :func:`segcertify`.
+        model: as in :func:`segcertify`.
+        sigma: as in :func:`segcertify`.
+        n0: as in :func:`segcertify`.
+        n: as in :func:`segcertify`.
+        batch_size: as in :func:`segcertify`.
+        generator: as in :func:`segcertify`.
         x: float (C, H, W) image in [0, 1].
 
     Returns:
@@ -259,7 +267,7 @@ def segcertify(
         LipcertError: tau above the certifiable ceiling ``(alpha / P) ** (1 / n)``, n too small for alpha,
             or invalid settings.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Conv2d(1, 2, 1)
         >>> res = segcertify(net, torch.rand(1, 8, 8), sigma=0.25, n0=5, n=100, tau=0.6, alpha=0.01)

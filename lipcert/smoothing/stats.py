@@ -20,7 +20,7 @@ CORRECTIONS = ("holm", "bonferroni", "kfwer")
 def pvalue_table(n: int, tau: float) -> np.ndarray:
     """float64 (n+1,): ``P[Bin(n, tau) >= c]`` for c = 0..n.
 
-    Example:
+    Examples:
         >>> [round(float(p), 4) for p in pvalue_table(2, 0.5)]
         [1.0, 0.75, 0.25]"""
     return binom.sf(np.arange(n + 1) - 1, n, tau)
@@ -29,7 +29,7 @@ def pvalue_table(n: int, tau: float) -> np.ndarray:
 def pvalues(counts: np.ndarray, n: int, tau: float) -> np.ndarray:
     """One-sided binomial p-values of H0: P(f = mode) <= tau, for integer counts in [0, n].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> pvalues(np.array([2, 1]), 2, 0.5).tolist()
         [0.25, 0.75]"""
@@ -57,7 +57,7 @@ def reject(
     Returns:
         bool (P,).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> reject(np.array([100, 100, 60]), n=100, tau=0.7, alpha=0.01).tolist()
         [True, True, False]
@@ -92,7 +92,7 @@ def reject(
 def radius(sigma: float, tau: float) -> float:
     """Certified l2 radius ``sigma * Phi^-1(tau)`` of every certified pixel.
 
-    Example:
+    Examples:
         >>> round(radius(0.25, 0.8413447), 4)
         0.25"""
     return float(sigma * norm.ppf(tau))
@@ -101,7 +101,7 @@ def radius(sigma: float, tau: float) -> float:
 def tau_for_radius(eps: float, sigma: float) -> float:
     """The tau whose radius equals ``eps``: ``Phi(eps / sigma)``.
 
-    Example:
+    Examples:
         >>> round(tau_for_radius(0.25, 0.25), 4)
         0.8413
     """
@@ -116,7 +116,7 @@ def tau_ceiling(n: int, pixels: int, alpha: float, correction: str = "holm", k: 
     Even a pixel where all n samples agree has p-value ``tau ** n``; Bonferroni and Holm need it below
     ``alpha / P`` for the first rejection (k-FWER: ``k alpha / P``).
 
-    Example:
+    Examples:
         >>> round(tau_ceiling(100, 64 * 64, 0.001), 4)
         0.8588
     """
@@ -127,7 +127,7 @@ def tau_ceiling(n: int, pixels: int, alpha: float, correction: str = "holm", k: 
 def check_reachable(tau: float, n: int, pixels: int, alpha: float, correction: str = "holm", k: int = 1) -> None:
     """Raise when tau is above the ceiling (nothing could ever be certified) or n is too small for alpha.
 
-    Example:
+    Examples:
         >>> check_reachable(0.8, n=100, pixels=4096, alpha=0.001)  # fine: below the ceiling 0.8588"""
     ceiling = tau_ceiling(n, pixels, alpha, correction, k)
     if ceiling <= 0.5:
@@ -146,7 +146,7 @@ def check_reachable(tau: float, n: int, pixels: int, alpha: float, correction: s
 def min_samples(tau: float, pixels: int, alpha: float) -> int:
     """Smallest n for which tau is below the ceiling.
 
-    Example:
+    Examples:
         >>> min_samples(0.9, pixels=4096, alpha=0.001)
         145"""
     return int(math.ceil(math.log(alpha / pixels) / math.log(tau)))
