@@ -22,13 +22,18 @@ def as_tensor(x, name: str) -> torch.Tensor:
         if x.requires_grad:
             x = x.detach()
         return x if x.is_cpu else x.cpu()
+    if isinstance(x, (list, tuple)):
+        try:
+            x = np.asarray(x)
+        except ValueError as exc:  # ragged
+            raise LipcertError(f"Expected `{name}` to be a rectangular array, but got a ragged {type(x).__name__}.") from exc
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
             raise LipcertError(f"Expected `{name}` to hold numbers, but got a numpy array of dtype {x.dtype}.")
         if any(s < 0 for s in x.strides) or not x.flags.writeable:
             x = np.array(x)  # flipped views (negative strides) and read-only arrays: torch needs a copy
         return torch.from_numpy(x)
-    raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, but got {type(x).__name__}.")
+    raise LipcertError(f"Expected `{name}` to be a torch.Tensor or numpy array, but got {type(x).__name__}.")
 
 
 def check_logits(logits, finite: bool = True) -> torch.Tensor:

@@ -211,3 +211,85 @@ def test_certify_runs_one_eval_forward_and_restores_mode():
 def test_unknown_metric_options_are_refused():
     with pytest.raises(LipcertError, match="Unknown option"):
         certify_logits(torch.randn(1, 3, 2, 2), 0.1, "stability", lipschitz=1.0, classes=[1])
+
+
+def test_the_computed_L_path_leaves_every_submodule_in_its_own_mode():
+    from lipcert.models import LipUNet
+
+    net = LipUNet(3, in_channels=1, widths=[(8, 1)], stem=8).train()
+    frozen_bn = [m for m in net.modules() if not list(m.children())][:3]
+    for m in frozen_bn:
+        m.eval()  # a user who froze a few layers
+    before = {name: m.training for name, m in net.named_modules()}
+    cert = certify(net, torch.rand(1, 1, 16, 16), [0.1], "stability")
+    assert cert.lipschitz_source.startswith("computed")
+    assert {name: m.training for name, m in net.named_modules()} == before
+
+
+def test_a_conv_subclass_with_its_own_forward_is_neither_exported_away_nor_certified():
+    from lipcert import LipschitzBoundError
+    from lipcert.models import export_plain
+
+    class Shifted(torch.nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) * 0 - 5.0
+
+    net = torch.nn.Sequential(Shifted(1, 2, 1))
+    x = torch.rand(1, 1, 4, 4)
+    frozen = export_plain(net)
+    assert type(frozen[0]) is Shifted
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), net(x))
+    with pytest.raises(LipschitzBoundError, match="Shifted"):
+        certify(net, x, 0.1, "stability")
+
+
+def test_certify_refuses_a_frozen_copy_that_does_not_reproduce_the_model():
+    from torch.nn.utils import parametrize
+
+    from lipcert import LipschitzBoundError
+
+    class Drifting(torch.nn.Module):  # a parametrisation whose weight changes on every access
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, w):
+            self.calls += 1
+            return w * self.calls
+
+    conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+    parametrize.register_parametrization(conv, "weight", Drifting())
+    with pytest.raises(LipschitzBoundError, match="differ"):
+        certify(conv, torch.rand(1, 1, 4, 4), 0.1, "stability")
+
+
+def test_images_outside_unit_range_need_the_explicit_opt_out():
+    net = torch.nn.Conv2d(1, 2, 1, bias=False)
+    x = torch.rand(1, 1, 4, 4) * 255
+    with pytest.raises(LipcertError, match=r"\[0, 1\]"):
+        certify(net, x, 0.1, "stability", lipschitz=1.0)
+    cert = certify(net, x, 0.1, "stability", lipschitz=1.0, allow_outside_unit=True)
+    assert cert.worst.shape == (1, 1)
+
+
+def test_flipped_numpy_inputs_are_accepted():
+    z = np.random.default_rng(0).normal(size=(1, 3, 4, 4))
+    t = np.zeros((1, 4, 4), dtype=np.int64)
+    a = certify_logits(z[..., ::-1], [0.1], "pixel_accuracy", t[..., ::-1], lipschitz=1.0)
+    b = certify_logits(np.ascontiguousarray(z[..., ::-1]), [0.1], "pixel_accuracy", t, lipschitz=1.0)
+    np.testing.assert_array_equal(a.worst, b.worst)
+
+
+def test_the_library_leaves_the_callers_thread_count_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1); import numpy as np, lipcert; "
+        "lipcert.certify_logits(np.random.rand(2, 3, 70, 70), [0.1], 'stability', lipschitz=1.0); "
+        "lipcert.certify_logits(np.random.rand(2, 3, 8, 8), [0.1], 'iou', np.zeros((2, 8, 8), int), lipschitz=1.0); "
+        "print(torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "1"

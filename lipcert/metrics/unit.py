@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import raise_not_finite
-from ..config import COST_REL_SLACK
+from ..config import COST_REL_SLACK, EPS_RANGE
 from ..errors import LipcertError
 from ..kernels import (
     PIXELS_PER_BLOCK,
@@ -159,7 +159,8 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
 
     Returns:
         float64 (B, Lv, G): radii in l2 [0,1] pixel units; 0 where the clean value already meets the
-        level, inf where no budget reaches it, NaN where the metric is undefined (no denominator).
+        level (and for radii below ``EPS_RANGE[0]``, outside the exactly certified range), inf where no
+        budget reaches it, NaN where the metric is undefined (no denominator).
     """
     den = problem.den[:, None, :]
     clean = problem.clean_num[:, None, :]
@@ -181,6 +182,8 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
     offsets, _, prefix = grouped_sorted_prefix(problem.costs, flat, b * g)  # Q2 needs every sum
     sums = segment_value_at(offsets, prefix, np.ascontiguousarray(need_g))
     radius = np.sqrt(sums / (1.0 + COST_REL_SLACK)).reshape(b, g, -1).transpose(0, 2, 1)
+    # below EPS_MIN costs may have been rounded up from underflow: such radii are reported as 0 (sound)
+    radius = np.where(radius < EPS_RANGE[0], 0.0, radius)
     return np.where(den > 0, radius, np.nan)
 
 

@@ -50,8 +50,10 @@ def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limi
         exact = integral and truly_feasible
         return solver.ObjectiveValue() / v_scale, "exact" if exact else "bound"
     trivial = float(v_int.sum())  # every item taken: always an upper bound on the damage
-    if status in (cp_model.FEASIBLE, cp_model.UNKNOWN):  # time limit, with or without a solution
+    if status == cp_model.FEASIBLE:  # time limit with a solution: CP-SAT's proven objective bound
         bound = solver.BestObjectiveBound()
         bound = min(bound, trivial) if math.isfinite(bound) else trivial
         return bound / v_scale, "time_limit"
+    if status == cp_model.UNKNOWN:  # time limit before any solution: CP-SAT reports no valid bound (0)
+        return trivial / v_scale, "time_limit"
     raise SolverError(f"CP-SAT returned status {solver.StatusName(status)} on a knapsack with a feasible empty set.")

@@ -180,3 +180,73 @@ def test_functional_padding_and_indexing_that_repeat_pixels_are_refused():
     assert lipschitz_bound(Slice(), (2, 4, 4)) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(LipschitzBoundError, match="indexing"):
         lipschitz_bound(Repeat(), (2, 4, 4))
+
+
+def _dense_norm(module, shape):
+    x = torch.zeros(1, *shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: module(v).flatten(), x).reshape(-1, x.numel())
+    return float(torch.linalg.matrix_norm(jac, 2))
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (2, 1, 1)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("count_include_pad", [False, True])
+@pytest.mark.parametrize("divisor_override", [None, 1, 5])
+def test_every_avg_pool_variant_is_bounded_tightly_and_soundly(
+    kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
+    pool = nn.AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    shape = (1, 7, 6)
+    exact = _dense_norm(pool, shape)
+    sized = lipschitz_bound(pool, shape)
+    assert exact <= sized <= exact * (1 + 1e-5)  # exact separable norm, up to the float slack
+    assert lipschitz_bound(pool) >= exact * (1 - 1e-9)  # the size-independent bound is sound too
+
+
+@pytest.mark.parametrize("base", [nn.Identity, nn.ReLU, nn.Dropout, nn.PixelShuffle, nn.BatchNorm2d])
+def test_subclasses_of_registered_layers_that_add_behaviour_are_unknown(base):
+    sub = type("Scaled" + base.__name__, (base,), {"forward": lambda self, x: 10 * base.forward(self, x)})
+    args = {nn.PixelShuffle: (1,), nn.BatchNorm2d: (1,)}.get(base, ())
+    with pytest.raises(LipschitzBoundError, match="overrides forward"):
+        lipschitz_bound(nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), sub(*args)), (1, 4, 4))
+
+
+def test_a_subclass_that_only_changes_construction_keeps_its_parents_bound():
+    class Wide(nn.Conv2d):
+        def __init__(self):
+            super().__init__(1, 1, 1, bias=False)
+
+    net = Wide()
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    assert lipschitz_bound(net, (1, 4, 4)) == pytest.approx(3.0, rel=1e-5)
+
+
+def test_a_model_with_a_hook_on_a_container_is_refused():
+    body = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False))
+    body.register_forward_hook(lambda m, i, o: 10 * o)
+    with pytest.raises(LipschitzBoundError, match="hooks"):
+        lipschitz_bound(nn.Sequential(body), (1, 4, 4))
+
+
+@pytest.mark.parametrize("out", ["dict", "tuple"])
+def test_structured_outputs_are_refused_naming_their_type(out):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 2, 1, bias=False)
+
+        def forward(self, x):
+            y = self.c(x)
+            return {"out": y} if out == "dict" else (y, y)
+
+    with pytest.raises(LipschitzBoundError, match=out):
+        lipschitz_bound(Net(), (1, 4, 4))
+
+
+def test_refusals_name_the_path_in_the_users_model_and_both_ways_out():
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sequential(nn.GELU()))
+    with pytest.raises(LipschitzBoundError) as info:
+        lipschitz_bound(net, (1, 4, 4))
+    msg = str(info.value)
+    assert "1.0 (GELU" in msg and "lipschitz=" in msg and "register_layer_bound" in msg

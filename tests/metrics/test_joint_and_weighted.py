@@ -99,3 +99,70 @@ def test_dantzig_kernel_equals_twin_and_bounds_the_01_optimum(n, seed):
                 if costs[sel].sum() <= b:
                     best = max(best, values[sel].sum())
             assert got[j] >= best - 1e-12
+
+
+def _weighted_brute_force(logits, target, e, weights, L):
+    """Exact worst weighted pixel accuracy of one image (every subset of correct pixels)."""
+    import itertools
+    from fractions import Fraction
+
+    z = logits[0].reshape(logits.shape[1], -1).astype(np.float64)
+    t = target.ravel()
+    pred = z.argmax(0)
+    top2 = np.sort(z, axis=0)
+    margin = [Fraction(top2[-1, p]) - Fraction(top2[-2, p]) for p in range(z.shape[1])]
+    w = np.asarray(weights, dtype=np.float64)[t]
+    correct = [p for p in range(z.shape[1]) if pred[p] == t[p]]
+    best = 0.0
+    for r in range(len(correct) + 1):
+        for subset in itertools.combinations(correct, r):
+            if sum(margin[p] ** 2 / (2 * Fraction(L) ** 2) for p in subset) <= Fraction(e) ** 2:
+                best = max(best, sum(w[p] for p in subset))
+    return (sum(w[p] for p in correct) - best) / w.sum()
+
+
+@pytest.mark.parametrize("weights", [[1e-10, 2e-10], [1.0000001, 2.0000001]])
+def test_non_integral_weights_are_never_labelled_exact(weights):
+    logits = np.array([[[[3.0, 1.0, 2.0]], [[0.0, 0.0, 0.5]]]])
+    target = np.array([[[0, 0, 1]]])
+    cert = certify_weighted(logits, target, [2.0], weights, lipschitz=1.0, method="exact")
+    truth = _weighted_brute_force(logits, target, 2.0, weights, 1.0)
+    assert cert.worst[0, 0] <= truth + 1e-12
+    assert cert.status != "exact" or cert.worst[0, 0] == pytest.approx(truth, abs=1e-12)
+    assert cert.status in ("bound", "exact")
+
+
+def test_weighted_time_limit_without_a_solution_returns_a_proven_bound():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 2, 8, 8))
+    target = logits.argmax(1)
+    weights = rng.integers(1, 50, size=(1, 8, 8)).astype(float)
+    cert = certify_weighted(logits, target, [1.5], weights, lipschitz=1.0, method="exact", time_limit=1e-9)
+    exact = certify_weighted(logits, target, [1.5], weights, lipschitz=1.0, method="exact", time_limit=30.0)
+    assert exact.status == "exact"
+    assert cert.status in ("time_limit", "exact")
+    assert cert.worst[0, 0] <= exact.worst[0, 0] + 1e-12
+
+
+def test_joint_attack_never_below_worst_even_for_logits_one_ulp_apart():
+    a = 1.0
+    b = np.nextafter(a, 2.0)
+    logits = np.array([[[[b, 0.0]], [[a, 1.0]]]])  # pixel 0: margin of 1 ulp, which /L would round away
+    target = np.array([[[1, 1]]])
+    for L in (3.0, 7.0, 1e6):
+        cert = joint_miou(logits, target, [0.0, 1e-9, 0.5], lipschitz=L)
+        attack = cert.extras["attack"]
+        ok = np.isnan(attack) | (attack >= cert.worst - 1e-12)
+        assert ok.all(), (L, cert.worst, attack)
+
+
+def test_joint_miou_at_tiny_eps_is_exact_without_overflow_warnings():
+    import warnings
+
+    logits = np.array([[[[2.0, 0.0, 1.0]], [[0.0, 0.5, 1.5]]]])
+    target = np.array([[[0, 1, 1]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cert = joint_miou(logits, target, [1e-12], lipschitz=1.0)
+    assert cert.status == "exact"
+    assert cert.worst[0, 0] == pytest.approx(certify_logits(logits, [0.0], "miou", target, lipschitz=1.0).clean[0])

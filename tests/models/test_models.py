@@ -50,3 +50,48 @@ def test_pretrained_registry():
     for name in names:
         model = load_pretrained(name)
         assert not model.training and "arch" in model.config
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    import os
+
+    import torch
+
+    from lipcert import LipcertError
+    from lipcert.models import load_checkpoint
+    from lipcert.train import TrainConfig, train
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"config": {}, "state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(LipcertError, match="not a lipcert checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"model": Evil(), "opt": {}, "sched": {}, "history": [], "epoch": 1, "seconds": 0}, tmp_path / "r.pt.state")
+    from lipcert.data import DigitScenes
+    from lipcert.models import LipUNet
+
+    with pytest.raises(LipcertError, match="not a lipcert checkpoint"):
+        train(LipUNet(11, widths=[(8, 1)], stem=8), DigitScenes(n=2), TrainConfig(epochs=1, batch_size=2, eval_every=0),
+              out=str(tmp_path / "r.pt"), resume=True, progress=False)  # fmt: skip
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None])
+def test_garbage_checkpoints_are_refused_in_one_sentence(tmp_path, content):
+    import torch
+
+    from lipcert import LipcertError
+    from lipcert.models import load_checkpoint
+
+    path = tmp_path / "c.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)  # no config
+    else:
+        path.write_bytes(content)
+    with pytest.raises(LipcertError, match=f"{path} is not a lipcert checkpoint") as info:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(info.value)
