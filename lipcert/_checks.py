@@ -26,7 +26,7 @@ def as_tensor(x, name: str) -> torch.Tensor:
         try:
             x = np.asarray(x)
         except ValueError as exc:  # ragged
-            raise LipcertError(f"Expected `{name}` to be a rectangular array, but got a ragged {type(x).__name__}.") from exc
+            raise LipcertError(f"Expected `{name}` to be a rectangular array, but got a ragged one.") from exc
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
             raise LipcertError(f"Expected `{name}` to hold numbers, but got a numpy array of dtype {x.dtype}.")

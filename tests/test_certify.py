@@ -213,7 +213,7 @@ def test_unknown_metric_options_are_refused():
         certify_logits(torch.randn(1, 3, 2, 2), 0.1, "stability", lipschitz=1.0, classes=[1])
 
 
-def test_the_computed_L_path_leaves_every_submodule_in_its_own_mode():
+def test_the_computed_lipschitz_path_leaves_every_submodule_in_its_own_mode():
     from lipcert.models import LipUNet
 
     net = LipUNet(3, in_channels=1, widths=[(8, 1)], stem=8).train()

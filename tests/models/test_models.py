@@ -70,7 +70,8 @@ def test_checkpoints_never_unpickle_code(tmp_path):
     torch.save({"config": {}, "state_dict": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(LipcertError, match="not a lipcert checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
-    torch.save({"model": Evil(), "opt": {}, "sched": {}, "history": [], "epoch": 1, "seconds": 0}, tmp_path / "r.pt.state")
+    state = {"model": Evil(), "opt": {}, "sched": {}, "history": [], "epoch": 1, "seconds": 0}
+    torch.save(state, tmp_path / "r.pt.state")
     from lipcert.data import DigitScenes
     from lipcert.models import LipUNet
 
