@@ -95,6 +95,15 @@ def _real_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating))
 
 
+def _as_float(x, name: str) -> float:
+    try:
+        return float(x)
+    except OverflowError:
+        text = str(x)
+        shown = text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+        raise LipcertError(f"`{name}` = {shown} is too large for float64.") from None
+
+
 def check_eps(eps, name: str = "eps") -> np.ndarray:
     """Validate radii: a number or 1-D sequence of numbers, each 0 or in ``EPS_RANGE`` -> float64 (E,).
 
@@ -102,7 +111,7 @@ def check_eps(eps, name: str = "eps") -> np.ndarray:
         LipcertError: not a number / sequence of numbers, empty, NaN, negative, or outside the range that
             float64 certifies exactly (lipcert.config).
     """
-    if isinstance(eps, (list, tuple)) and all(type(x) in (float, int) for x in eps):
+    if isinstance(eps, (list, tuple)) and all(type(x) is float or (type(x) is int and abs(x) < 2**64) for x in eps):
         values = [float(x) for x in eps]  # the common case, without numpy reductions
         arr = np.array(values, dtype=np.float64)
     else:
@@ -111,7 +120,7 @@ def check_eps(eps, name: str = "eps") -> np.ndarray:
                 raise LipcertError(f"Expected `{name}` to be real numbers, but got a {eps.dtype} tensor.")
             arr = eps.detach().cpu().double().numpy()
         elif _real_number(eps):
-            arr = np.array([float(eps)])
+            arr = np.array([_as_float(eps, name)])
         elif isinstance(eps, (list, tuple, np.ndarray)):
             items = np.asarray(eps, dtype=object).ravel() if not isinstance(eps, np.ndarray) else eps
             if isinstance(eps, np.ndarray) and eps.dtype.kind not in "iuf":
@@ -119,7 +128,7 @@ def check_eps(eps, name: str = "eps") -> np.ndarray:
             if not isinstance(eps, np.ndarray) and not all(_real_number(x) for x in items):
                 bad = next(x for x in items if not _real_number(x))
                 raise LipcertError(f"Expected `{name}` to be numbers, but got {bad!r} in {eps!r}.")
-            arr = np.asarray(eps, dtype=np.float64)
+            arr = np.array([_as_float(x, name) for x in np.ravel(np.asarray(eps, dtype=object))]).reshape(np.shape(eps))
         else:
             raise LipcertError(f"Expected `{name}` to be a number or a 1-D sequence of numbers, but got {eps!r}.")
         if arr.ndim == 0:
@@ -158,7 +167,7 @@ def check_lipschitz(lipschitz) -> float:
         lipschitz = lipschitz.item()
     if not _real_number(lipschitz):
         raise LipcertError(f"Expected `lipschitz` to be a number (the constant L), but got {lipschitz!r}.")
-    value = float(lipschitz)
+    value = _as_float(lipschitz, "lipschitz")
     if not math.isfinite(value) or value <= 0:
         raise LipcertError(f"Expected `lipschitz` to be finite and > 0, but got {value}.")
     lo, hi = LIPSCHITZ_RANGE
@@ -190,8 +199,15 @@ def check_no_options(options: dict, metric: str) -> None:
         raise LipcertError(f"Unknown option(s) {sorted(options)} for metric {metric!r}.")
 
 
-def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool = False):
+def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool = False, maximum=None):
     """Validate a finite number > 0 (>= 0 with ``allow_zero``); an int (not a bool) when ``integer``.
+
+    Args:
+        value: the value to check.
+        name: the parameter's name in messages.
+        integer: require an int (numpy ints too).
+        allow_zero: accept 0.
+        maximum: largest accepted value (None: any finite one; integers default to 2**40).
 
     Raises:
         LipcertError: naming ``name``, for a bool, a non-number, NaN / inf, a float where an integer is
@@ -199,12 +215,20 @@ def check_positive(value, name: str, *, integer: bool = False, allow_zero: bool 
     """
     kind = "an integer" if integer else "a number"
     bound = ">= 0" if allow_zero else "> 0"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
-    if integer and not isinstance(value, (int, np.integer)):
-        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
-    if not math.isfinite(float(value)) or value < 0 or (value == 0 and not allow_zero):
-        raise LipcertError(f"Expected `{name}` to be {kind} {bound}, but got {value!r}.")
+    if maximum is None and integer:
+        maximum = 2**40
+    bad = isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+    bad = bad or (integer and not isinstance(value, (int, np.integer)))
+    if not bad:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        bad = not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero)
+        bad = bad or (maximum is not None and number > maximum)
+    if bad:
+        top = "" if maximum is None else f" and <= {maximum:g}"
+        raise LipcertError(f"Expected `{name}` to be {kind} {bound}{top}, but got {value!r}.")
     return int(value) if integer else float(value)
 
 

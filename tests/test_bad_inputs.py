@@ -289,3 +289,20 @@ def test_the_installed_entry_point_prints_no_traceback(argv, tmp_path):
     assert proc.returncode == 2, proc.stdout
     assert "lipcert: error:" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (_cert(eps=10**400), "eps"),
+        (_cert(eps=[10**400]), "eps"),
+        (_cert(lipschitz=10**400), "lipschitz"),
+        (_seg(n=10**30), "n"),
+        (_seg(n0=10**30), "n0"),
+        (_cert(ignore_index=10**30), "ignore_index"),
+    ],
+    ids=["eps huge int", "eps list huge int", "L huge int", "n huge", "n0 huge", "ignore_index huge"],
+)
+def test_huge_integers_are_refused_naming_the_parameter(call, word):
+    with pytest.raises(LipcertError, match=word):
+        call()

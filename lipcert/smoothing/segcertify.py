@@ -45,8 +45,8 @@ class SmoothingResult:
 
 def _validate(n0: int, n: int, tau: float, alpha: float, sigma: float, correction="holm", k=1, abstain=-1) -> None:
     """Refuse every bad setting of SegCertify, naming it (before any sampling)."""
-    check_positive(n0, "n0", integer=True)
-    check_positive(n, "n", integer=True)
+    check_positive(n0, "n0", integer=True, maximum=10**8)
+    check_positive(n, "n", integer=True, maximum=10**8)
     check_positive(k, "k", integer=True)
     check_choice(correction, CORRECTIONS, "correction")
     for name, value in (("tau", tau), ("alpha", alpha)):
