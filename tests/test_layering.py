@@ -7,8 +7,8 @@ import lipcert
 
 ROOT = Path(lipcert.__file__).parent
 RANK = {
-    "errors": 0, "config": 0, "_checks": 0, "certificate": 0,
-    "kernels": 1, "costs": 1, "solvers": 1,
+    "errors": 0, "config": 0, "_checks": 0, "certificate": 0, "model_state": 0,
+    "kernels": 1, "costs": 1, "solvers": 1, "threads": 2,
     "metrics": 2, "lipschitz": 2,
     "certify": 3, "accumulate": 3,
     "models": 4, "smoothing": 4, "data": 4, "train": 4, "recipes": 4, "attacks": 4,
