@@ -109,7 +109,7 @@ class CertifiedMetric:
 
     def _update_iou(self, logits, target) -> None:
         macro = self.average == "macro"  # pooled values only need the sorted costs, not per-image sweeps
-        problem, worst, naive, clean, _ = _evaluate_iou(
+        problem, worst, naive, clean, _, _ = _evaluate_iou(
             logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index, per_image=macro
         )
         self._n_images += problem.n_images
@@ -159,7 +159,8 @@ class CertifiedMetric:
         else:
             solver = "greedy on sorted costs (exact)"
         if self.metric == "miou":
-            solver += ", mean over classes (sound bound)"
+            split = self.average == "macro"
+            solver += ", budget split over classes (sound bound)" if split else ", mean over classes (sound bound)"
         return Certificate(
             metric=self.metric,
             eps=self.eps,

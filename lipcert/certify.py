@@ -21,6 +21,7 @@ from .costs import top2
 from .errors import LipcertError, LipschitzBoundError
 from .lipschitz import export_plain, lipschitz_bound
 from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
+from .metrics.miou_split import split_miou
 from .metrics.unit import (
     PER_CLASS_UNIT,
     UNIT_METRICS,
@@ -83,19 +84,23 @@ def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets):
 
 
 def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_image=True):
-    """(problem, worst, naive, clean, margin) per image: (B, E, K) for iou, (B, E) for miou.
+    """(problem, worst, naive, clean, margin, extras) per image: (B, E, K) for iou, (B, E) for miou.
 
-    With ``per_image=False`` only the problem (sorted costs) is built; the values are None.
+    With ``per_image=False`` only the problem (sorted costs) is built; the values are None. For miou the
+    extras hold ``mean_of_classes`` (B, E) and ``split_solved`` (B, E).
     """
     t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
     budgets = budgets_of(eps)
     problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets)
     if not per_image:
-        return problem, None, None, None, margin
+        return problem, None, None, None, margin, {}
     worst, naive, clean = iou_per_image(problem)
+    extras = {}
     if metric == "miou":
-        worst, naive, clean = mean_over_classes(worst), mean_over_classes(naive), mean_over_classes(clean)
-    return problem, worst, naive, clean, margin
+        split, solved = split_miou(problem, worst)
+        extras = {"mean_of_classes": mean_over_classes(worst), "split_solved": solved}
+        worst, naive, clean = split, mean_over_classes(naive), mean_over_classes(clean)
+    return problem, worst, naive, clean, margin, extras
 
 
 def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> tuple[UnitEvaluation, tuple]:
@@ -129,8 +134,9 @@ def certify_logits(
         logits: (B, K, H, W) float logits (torch or numpy, any float dtype; float64 inside).
         eps: a radius or a 1-D sequence of E radii, l2 in [0,1] pixel units, each >= 0.
         metric: ``"pixel_accuracy"``, ``"stability"``, ``"recall"``, ``"fnr"``, ``"iou"`` (per class,
-            exact) or ``"miou"`` (mean over classes of the per-class worst IoU: a sound lower bound; see
-            :func:`lipcert.joint_miou` for the exact joint value on small images).
+            exact) or ``"miou"`` (a sound lower bound: the classes share the attacker's budget, each
+            changed pixel hurting at most two of them; never below the mean of per-class worst cases;
+            see docs/math.md, and :func:`lipcert.joint_miou` for the exact joint value on small images).
         target: int (B, H, W) labels in [0, K) or ``ignore_index``; required except for stability
             (where it only masks ignored pixels).
         lipschitz: the Lipschitz constant L (required, never defaulted).
@@ -163,7 +169,7 @@ def certify_logits(
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     if metric in IOU_METRICS:
-        _, worst, naive, clean, margin = _evaluate_iou(logits, target, e, metric, L, ignore_index)
+        _, worst, naive, clean, margin, extras = _evaluate_iou(logits, target, e, metric, L, ignore_index)
         return Certificate(
             metric=metric,
             eps=e,
@@ -174,9 +180,10 @@ def certify_logits(
             lipschitz_source=lipschitz_source,
             average="none",
             higher_is_better=True,
-            solver="two-list sweep (exact)" + (", mean over classes (sound bound)" if metric == "miou" else ""),
+            solver="two-list sweep (exact)" + (", budget split over classes (sound bound)" if metric == "miou" else ""),
             status="exact" if metric == "iou" else "bound",
             pixel_radius=margin / (np.sqrt(2.0) * L),
+            extras=extras,
         )
     ev, shape = _evaluate(logits, target, e, metric, L, ignore_index)
     squeeze = (lambda a: a) if metric in PER_CLASS_UNIT else (lambda a: a[..., 0])

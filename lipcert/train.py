@@ -361,8 +361,8 @@ def train(
                 loss = loss_fn(logits, y)
             if not bool(torch.isfinite(loss)):
                 raise LipcertError(
-                    f"The training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: training stopped "
-                    "(lower the learning rate, or check tau and the class weights)."
+                    f"The training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}: "
+                    "training stopped (lower the learning rate, or check tau and the class weights)."
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()

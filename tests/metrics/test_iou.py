@@ -2,12 +2,13 @@ import itertools
 
 import naive
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from test_certify import tiny_problem
 
-from lipcert import CertifiedMetric, certify_logits
+from lipcert import CertifiedMetric, certify_logits, joint_miou
 from lipcert.kernels import iou_worst, twins
 from lipcert.kernels.twins import upper_hull
 from lipcert.metrics.iou import dinkelbach_min_ratio
@@ -140,3 +141,30 @@ def test_pooled_and_macro_miou_shapes_and_absent_class_counts():
     macro = CertifiedMetric("miou", [0.0, 0.1], lipschitz=1.0, average="macro")
     macro.update(logits, target)
     assert macro.compute().worst.shape == (2,)
+
+
+@given(tiny_problem(max_pixels=5, max_classes=4))
+def test_split_miou_bound_lies_between_the_mean_of_classes_and_the_joint_optimum(problem):
+    logits, target, L = problem
+    cert = certify_logits(logits, EPS, "miou", target, lipschitz=L)
+    mean_of_classes = cert.extras["mean_of_classes"]
+    ok = np.isnan(cert.worst) | (cert.worst >= mean_of_classes - 1e-12)
+    assert ok.all() and np.array_equal(np.isnan(cert.worst), np.isnan(mean_of_classes))
+    exact = joint_miou(logits, target, EPS, lipschitz=L)
+    for j in range(len(EPS)):
+        if exact.extras["status"][0, j] == 0 and not np.isnan(exact.worst[0, j]):
+            assert cert.worst[0, j] <= exact.worst[0, j] + 1e-12
+
+
+def test_split_miou_is_strictly_tighter_when_the_budget_cannot_break_every_class():
+    m = 2.0
+    logits = np.zeros((1, 3, 1, 3))
+    for p in range(3):
+        logits[0, p, 0, p] = m  # pixel p predicts class p with margin m to both others
+    target = np.array([[[0, 1, 2]]])
+    e = m / np.sqrt(2.0)  # exactly one pixel's flip cost m**2 / 2
+    cert = certify_logits(logits, [e], "miou", target, lipschitz=1.0)
+    assert cert.extras["mean_of_classes"][0, 0] == pytest.approx(0.0)
+    assert cert.worst[0, 0] == pytest.approx(1 / 3)  # two classes broken at most
+    exact = joint_miou(logits, target, [e], lipschitz=1.0)
+    assert exact.worst[0, 0] == pytest.approx(0.5)  # one flip: IoUs 0, 1/2, 1
