@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.stats import binomtest
 
 from lipcert import LipcertError
@@ -123,4 +125,45 @@ def test_abstain_metrics_macro_micro():
     assert out["certified_pixel_accuracy_micro"] == pytest.approx(2 / 3)
     assert out["certified_pixel_accuracy_macro"] == pytest.approx(0.75)
     assert out["abstain_rate_micro"] == pytest.approx(1 / 3)
-    np.testing.assert_allclose(out["iou_micro"], [0.5, 1.0])
+    np.testing.assert_allclose(out["certified_map_iou_micro"], [0.5, 1.0])
+
+
+def _brute_worst_miou(maps, targets, k, abstain=-1, pooled=False):
+    """Minimum mIoU over every assignment of the abstained pixels (per image mean, or pooled)."""
+    import itertools
+
+    def per_class(lab, t):
+        inter = np.array([((lab == c) & (t == c)).sum() for c in range(k)])
+        union = np.array([((lab == c) | (t == c)).sum() for c in range(k)])
+        return inter, union
+
+    def miou(inter, union):
+        vals = [i / u for i, u in zip(inter, union, strict=True) if u > 0]
+        return np.mean(vals) if vals else np.nan
+
+    holes = [(i, p) for i, m in enumerate(maps) for p in np.flatnonzero(m.ravel() == abstain)]
+    best = np.inf
+    for choice in itertools.product(range(k), repeat=len(holes)):
+        labs = [m.ravel().copy() for m in maps]
+        for (i, p), c in zip(holes, choice, strict=True):
+            labs[i][p] = c
+        parts = [per_class(lab, t.ravel()) for lab, t in zip(labs, targets, strict=True)]
+        if pooled:
+            value = miou(sum(p[0] for p in parts), sum(p[1] for p in parts))
+        else:
+            value = np.nanmean([miou(*p) for p in parts])
+        best = min(best, value)
+    return best
+
+
+@given(st.integers(2, 4), st.integers(1, 2), st.integers(0, 2**31 - 1))
+def test_worst_case_miou_equals_brute_force_over_abstained_assignments(k, n_images, seed):
+    rng = np.random.default_rng(seed)
+    targets = [rng.integers(0, k, size=(1, 4)) for _ in range(n_images)]
+    maps = [np.where(rng.random((1, 4)) < 0.35, -1, rng.integers(0, k, size=(1, 4))) for _ in range(n_images)]
+    m = AbstainMetrics(k)
+    m.update(np.stack(maps), np.stack(targets))
+    out = m.compute()
+    assert out["worst_case_miou_micro"] == pytest.approx(_brute_worst_miou(maps, targets, k, pooled=True))
+    assert out["worst_case_miou_macro"] == pytest.approx(_brute_worst_miou(maps, targets, k))
+    assert out["worst_case_miou_micro"] <= out["certified_map_miou_micro"] + 1e-12
