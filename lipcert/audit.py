@@ -10,7 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import check_eps, check_ignore_index, check_images, check_lipschitz
-from .attacks import SEA, pixel_accuracy
+from .accumulate import CertifiedMetric
+from .attacks import SEA
+from .attacks.apgd import check_within
+from .attacks.sea import confusions_of, worst_case_miou
 from .certify import certify_logits
 from .errors import LipcertError
 from .lipschitz import export_plain, lipschitz_bound
@@ -18,11 +21,15 @@ from .lipschitz import export_plain, lipschitz_bound
 
 @dataclass
 class AuditReport:
-    """Per eps: certified and attacked pixel accuracy (macro = mean over images, micro = pooled pixels).
+    """Per eps: certified and attacked values of every audited metric, with the same aggregation.
 
-    ``rows`` holds one entry per (image, eps): ``certified``, ``attacked``, ``gap``. ``violations`` counts
-    the (image, eps) pairs where the attacked accuracy is below the certified one: each is a broken
-    certificate (a wrong Lipschitz constant, or a bug), never expected.
+    ``metrics[m]`` for m in pixel_accuracy, recall (FNR = 1 - recall), iou, miou: ``certified`` /
+    ``attacked`` ``{"macro": (E,), "micro": (E,)}`` (macro: mean over images of per-image values, mean
+    over classes for per-class metrics; micro: pooled over images, the certificate from
+    :class:`lipcert.CertifiedMetric`, the attack from the best attack output per image) and
+    ``violations``: per image (and class), and pooled, the values where the attack went below the
+    certificate. Each is a broken certificate (a wrong Lipschitz constant, or a bug), never expected.
+    ``certified`` / ``attacked`` / ``gap`` / ``rows`` repeat the pixel accuracy (one row per image and eps).
     """
 
     eps: list[float]
@@ -33,22 +40,35 @@ class AuditReport:
     gap: dict = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
     violations: int = 0
+    metrics: dict = field(default_factory=dict)
 
     def markdown(self) -> str:
+        """The report as a markdown table (one row per metric and eps)."""
         lines = [
             f"L = {self.lipschitz:.6f} ({self.lipschitz_source}); {len({r['image'] for r in self.rows})} images; "
             f"soundness violations: {self.violations}",
             "",
-            "| eps | certified (macro) | attacked (macro) | gap (macro) | certified (micro) | attacked (micro) |",
-            "|---|---|---|---|---|---|",
+            "| metric | eps | certified (macro) | attacked (macro) | gap (macro) | certified (micro) | "
+            "attacked (micro) | gap (micro) | violations |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for j, e in enumerate(self.eps):
-            lines.append(
-                f"| {e:g} | {self.certified['macro'][j]:.4f} | {self.attacked['macro'][j]:.4f} | "
-                f"{self.gap['macro'][j]:.4f} | {self.certified['micro'][j]:.4f} | "
-                f"{self.attacked['micro'][j]:.4f} |"
-            )
+        for m, entry in self.metrics.items():
+            c, a = entry["certified"], entry["attacked"]
+            for j, e in enumerate(self.eps):
+                lines.append(
+                    f"| {_LABELS[m]} | {e:g} | {c['macro'][j]:.4f} | {a['macro'][j]:.4f} | "
+                    f"{a['macro'][j] - c['macro'][j]:.4f} | {c['micro'][j]:.4f} | {a['micro'][j]:.4f} | "
+                    f"{a['micro'][j] - c['micro'][j]:.4f} | {entry['violations'] if j == 0 else ''} |"
+                )
         return "\n".join(lines)
+
+
+_LABELS = {
+    "pixel_accuracy": "pixel accuracy",
+    "recall": "recall (mean of classes; FNR = 1 - recall)",
+    "iou": "per-class IoU (mean of classes)",
+    "miou": "mIoU (macro: budget split; micro: mean of classes)",
+}
 
 
 def _batch_pair(item, n_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +86,107 @@ def _batch_pair(item, n_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
             f"but got {getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}."
         )
     return x, y
+
+
+class _AuditState:
+    """Certified values (per image, and pooled by the accumulators) and attacked confusions of an audit."""
+
+    def __init__(self, eps: list[float], lipschitz: float, ignore_index) -> None:
+        self.eps, self.L, self.ignore = eps, lipschitz, ignore_index
+        self.per_image = {m: [] for m in AUDITED}
+        self.pooled = {m: CertifiedMetric(m, eps, lipschitz=lipschitz, ignore_index=ignore_index) for m in AUDITED}
+        self.confusions: list[list[np.ndarray]] = [[] for _ in eps]  # per eps: (A, B, K, K) per batch
+
+    def certify(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        for m in AUDITED:
+            self.per_image[m].append(
+                certify_logits(logits, self.eps, m, y, lipschitz=self.L, ignore_index=self.ignore).worst
+            )
+            self.pooled[m].update(logits, y)
+
+    def report(self, rep: AuditReport, tol: float) -> None:
+        """Fill the report: every metric, per image (macro) and pooled (micro), violations counted."""
+        certified = {m: np.concatenate(v) for m, v in self.per_image.items()}  # (N, E[, K])
+        pooled = {m: self.pooled[m].compute().worst for m in AUDITED}  # (E[, K])
+        for j, e in enumerate(self.eps):
+            cms = np.concatenate(self.confusions[j], axis=1)  # (A, N, K, K)
+            attacked = _attacked_values(cms)
+            for m in AUDITED:
+                c, a = certified[m][:, j], attacked[m]
+                bad = ~np.isnan(c) & ~np.isnan(a) & (a < c - tol)
+                entry = rep.metrics.setdefault(m, {"certified": {}, "attacked": {}, "violations": 0})
+                entry["violations"] += int(bad.sum())
+                for key, value in (("certified", c), ("attacked", a)):
+                    entry[key].setdefault("macro", []).append(_mean(value))
+                pooled_attack = _pooled_attack(cms, m)
+                bad_pooled = ~np.isnan(pooled[m][j]) & ~np.isnan(pooled_attack) & (pooled_attack < pooled[m][j] - tol)
+                entry["violations"] += int(np.sum(bad_pooled))
+                entry["certified"].setdefault("micro", []).append(_mean(pooled[m][j]))
+                entry["attacked"].setdefault("micro", []).append(_mean(pooled_attack))
+            acc = certified["pixel_accuracy"][:, j]
+            for b in range(acc.shape[0]):
+                hit = float(attacked["pixel_accuracy"][b])
+                row = {"image": b, "eps": e, "certified": float(acc[b]), "attacked": hit}
+                rep.rows.append({**row, "gap": hit - float(acc[b])})
+        rep.violations = sum(entry["violations"] for entry in rep.metrics.values())
+        pa = rep.metrics["pixel_accuracy"]
+        rep.certified, rep.attacked = pa["certified"], pa["attacked"]
+        rep.gap = {avg: [a - c for a, c in zip(rep.attacked[avg], rep.certified[avg], strict=True)] for avg in
+                   ("macro", "micro")}  # fmt: skip
+
+
+AUDITED = ("pixel_accuracy", "recall", "iou", "miou")
+
+
+def _mean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
+
+
+def _per_image_values(cms: np.ndarray) -> dict:
+    """Per (attack, image) values of every audited metric from confusions (A, N, K, K)."""
+    diag = np.diagonal(cms, axis1=-2, axis2=-1).astype(np.float64)  # (A, N, K)
+    rows, cols = cms.sum(-1), cms.sum(-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = diag.sum(-1) / cms.sum((-1, -2))
+        recall = np.where(rows > 0, diag / np.where(rows > 0, rows, 1), np.nan)
+        union = rows + cols - diag
+        iou = np.where(union > 0, diag / np.where(union > 0, union, 1), np.nan)
+    defined = ~np.isnan(iou)
+    miou = np.where(defined.any(-1), np.nansum(iou, -1) / np.maximum(defined.sum(-1), 1), np.nan)
+    return {"pixel_accuracy": acc, "recall": recall, "iou": iou, "miou": miou}
+
+
+def _attacked_values(cms: np.ndarray) -> dict:
+    """Per image the lowest value over the attacks (the best attack output for each metric and class)."""
+    values = _per_image_values(cms)
+    out = {}
+    for m, v in values.items():
+        filled = np.where(np.isnan(v), np.inf, v)
+        best = filled.min(0)
+        out[m] = np.where(np.isinf(best), np.nan, best)
+    return out
+
+
+def _pooled_attack(cms: np.ndarray, metric: str):
+    """A pooled value the attacks reach: per image the output lowest on that metric (per class for
+    recall / IoU), the counts pooled; for mIoU SEA's greedy search over per-image choices."""
+    n_img, k = cms.shape[1], cms.shape[-1]
+    if metric == "miou":
+        value, _ = worst_case_miou(cms)
+        return value
+    values = _per_image_values(cms)[metric]
+    if metric == "pixel_accuracy":
+        pick = np.where(np.isnan(values), np.inf, values).argmin(0)  # (N,)
+        total = cms[pick, np.arange(n_img)].sum(0)
+        return np.trace(total) / total.sum() if total.sum() else np.nan
+    out = np.full(k, np.nan)
+    for c in range(k):
+        pick = np.where(np.isnan(values[..., c]), np.inf, values[..., c]).argmin(0)
+        total = cms[pick, np.arange(n_img)].sum(0)
+        den = total[c].sum() if metric == "recall" else total[c].sum() + total[:, c].sum() - total[c, c]
+        out[c] = total[c, c] / den if den else np.nan
+    return out
 
 
 def audit(
@@ -121,41 +242,20 @@ def audit(
             return SEA(m, e, norm="l2", steps=steps, lipschitz=L)
 
     rep = AuditReport(eps=eps, lipschitz=L, lipschitz_source=source)
-    sums = {k: np.zeros((len(eps), 2)) for k in ("certified", "attacked")}  # micro: correct, valid
-    per_image = {k: [[] for _ in eps] for k in ("certified", "attacked")}
-    index = 0
+    state = _AuditState(eps, L, ignore_index)
     for n_batch, item in enumerate(tqdm(itertools.chain([first], batches), desc="audit", disable=not progress)):
         x, y = _batch_pair(item, n_batch)
         with torch.no_grad():
             logits = frozen(x)
-        cert = certify_logits(logits, eps, "pixel_accuracy", y, lipschitz=L, ignore_index=ignore_index)
-        valid = (y != ignore_index).flatten(1).sum(1).double().numpy()
+        k = logits.shape[1]
+        state.certify(logits, y)
         for j, e in enumerate(eps):
-            adv = attack_factory(frozen, e)(x, y, ignore_index=ignore_index)
-            with torch.no_grad():
-                acc = pixel_accuracy(frozen(adv), y, ignore_index).numpy()
-            c = cert.worst[:, j]
-            for b in range(x.shape[0]):
-                rep.rows.append(
-                    {
-                        "image": index + b,
-                        "eps": e,
-                        "certified": float(c[b]),
-                        "attacked": float(acc[b]),
-                        "gap": float(acc[b] - c[b]),
-                    }
-                )
-                if acc[b] < c[b] - tol:
-                    rep.violations += 1
-            per_image["certified"][j] += c.tolist()
-            per_image["attacked"][j] += acc.tolist()
-            sums["certified"][j] += [np.nansum(c * valid), valid.sum()]
-            sums["attacked"][j] += [np.nansum(acc * valid), valid.sum()]
-        index += x.shape[0]
-    for key in ("certified", "attacked"):
-        getattr(rep, key)["macro"] = [float(np.nanmean(v)) for v in per_image[key]]
-        getattr(rep, key)["micro"] = [float(s[0] / s[1]) if s[1] else float("nan") for s in sums[key]]
-    rep.gap = {
-        avg: [a - c for a, c in zip(rep.attacked[avg], rep.certified[avg], strict=True)] for avg in ("macro", "micro")
-    }
+            attack = attack_factory(frozen, e)
+            runner = getattr(attack, "run_all", attack)  # an ensemble's every output, or the attack's one
+            candidates = runner(x, y, ignore_index=ignore_index)
+            candidates = candidates if isinstance(candidates, list) else [candidates]
+            for adv in candidates:
+                check_within(x, adv, e, "l2")
+            state.confusions[j].append(confusions_of(frozen, candidates, y, k, ignore_index))
+    state.report(rep, tol)
     return rep

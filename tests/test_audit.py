@@ -24,6 +24,17 @@ def test_audit_finds_no_violation_on_the_shipped_lipnet(lipnet_batches):
     for avg in ("macro", "micro"):
         assert all(g >= -1e-12 for g in rep.gap[avg])
     assert "certified (macro)" in rep.markdown()
+    assert set(rep.metrics) == {"pixel_accuracy", "recall", "iou", "miou"}
+    for entry in rep.metrics.values():
+        assert entry["violations"] == 0
+        for avg in ("macro", "micro"):
+            assert all(a >= c - 1e-12 for a, c in zip(entry["attacked"][avg], entry["certified"][avg], strict=True))
+
+
+def test_a_too_small_constant_is_caught_on_iou_and_miou_too(lipnet_batches):
+    model, batches = lipnet_batches
+    rep = audit(model, batches, [1.0], lipschitz=0.02, steps=4)
+    assert rep.metrics["iou"]["violations"] > 0 and rep.metrics["miou"]["violations"] > 0
 
 
 @pytest.mark.slow
