@@ -58,11 +58,16 @@ _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor a
     "dim",
 }
 _SUM = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, "add", "sub"}
-_ROOT_SUM_SQUARES = {torch.cat, torch.concat, torch.stack, torch.maximum, torch.minimum, "maximum", "minimum"}
+_ROOT_SUM_SQUARES = {torch.cat, torch.concat, torch.stack}
+_ELEMENTWISE_PAIR = {torch.maximum, torch.minimum, "maximum", "minimum"}  # root of the sum of squares too
 _SCALE = {operator.mul, operator.imul, torch.mul, operator.truediv, torch.div, "mul", "div"}
 
 
 class _Tracer(fx.Tracer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True  # refusals name the source line of a function node
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in LAYER_BOUNDS or isinstance(m, tuple(LAYER_BOUNDS)) or super().is_leaf_module(m, qualname)
 
@@ -194,6 +199,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                 "explicitly with `lipschitz=` if you have a guarantee for it."
             ) from exc
         sizes = _input_sizes(model, input_shape) if input_shape is not None else {}
+        numels = _node_numels(root, graph, input_shape)
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         unknown: list[str] = []
@@ -215,6 +221,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                     factor = math.nan
                 bounds[node] = factor * (prev[0] if prev else 0.0)
             else:
+                prev = _broadcast_scaled(node, args, bounds, numels, unknown)
                 bounds[node] = _function_bound(node, prev, unknown)
         if unknown:
             raise LipschitzBoundError(
@@ -226,6 +233,79 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
         if not math.isfinite(output):
             raise LipschitzBoundError(f"The composed bound is not finite ({output}): no guarantee can be given.")
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
+
+
+def _node_numels(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
+    """Number of elements of every tensor node, from one zero-input pass (None if it cannot run)."""
+    from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+    shape = input_shape if input_shape is not None else _probe_shape(root)
+    if shape is None:
+        return None
+    gm = fx.GraphModule(root, graph)
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(1, *shape))
+    except Exception:  # noqa: BLE001 - a probe at a guessed size may not fit the model
+        return None
+    out = {n: math.prod(n.meta["tensor_meta"].shape) for n in graph.nodes
+           if isinstance(n.meta.get("tensor_meta"), TensorMetadata)}  # fmt: skip
+    return {"numels": out, "probe": input_shape is None}
+
+
+def _probe_shape(root: nn.Module):
+    """(C, 64, 64) with C the input channels of the first layer that declares them (for the broadcast check)."""
+    for m in root.modules():
+        c = getattr(m, "in_channels", None) or getattr(m, "in_features", None)
+        if isinstance(c, int):
+            return (c, 64, 64)
+    return None
+
+
+_BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE
+
+
+def _broadcast_scaled(node: fx.Node, args: list, bounds: dict, numels, unknown: list[str]) -> list[float]:
+    """The bounds of a node's tensor arguments, each times ``sqrt(repetitions)`` when broadcasting repeats it.
+
+    Broadcasting an argument of n elements to an output of N elements copies each element N / n times,
+    which multiplies its norm by ``sqrt(N / n)``. Without ``input_shape`` the repetition depends on the
+    size, so a broadcast seen at a probe size is refused.
+    """
+    prev = [bounds[a] for a in args if a in bounds]
+    if node.target not in _BROADCASTING or not prev:
+        return prev
+    tensor_args = [a for a in args if a in bounds]
+    if numels is None:
+        if len(tensor_args) > 1:
+            unknown.append(f"{_source(node)} (cannot check broadcasting: pass `input_shape`)")
+        return prev
+    sizes = numels["numels"]
+    out = sizes.get(node)
+    scaled = []
+    for a, b in zip(tensor_args, prev, strict=True):
+        n = sizes.get(a)
+        if out is None or n is None or n == 0:
+            scaled.append(b)
+        elif n < out and numels["probe"]:
+            reason = "broadcasts an operand: its bound depends on the size; pass `input_shape`"
+            unknown.append(f"{_source(node)} ({reason})")
+            scaled.append(b)
+        else:
+            scaled.append(b * math.sqrt(out / n) if n < out else b)
+    return scaled
+
+
+def _source(node: fx.Node) -> str:
+    """A readable name of a graph node: the op and, when fx recorded it, the source line."""
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    trace = [t.strip() for t in (node.meta.get("stack_trace") or "").strip().splitlines() if t.strip()]
+    frames = [(trace[i], trace[i + 1]) for i in range(len(trace) - 1) if trace[i].startswith("File ")]
+    user = [f for f in frames if "/torch/" not in f[0] and "/lipcert/lipschitz/" not in f[0]]
+    if not user:
+        return str(target)
+    where, code = user[-1]
+    return f"{target} ({where.removeprefix('File ')}: {code})"
 
 
 def _unknown_module(target: str, mod: nn.Module) -> str:
@@ -259,7 +339,7 @@ def _function_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> flo
     if target in _SUM:
         scale = node.kwargs.get("alpha", 1.0)
         return sum(prev[:1]) + abs(scale) * sum(prev[1:]) if prev else 0.0
-    if target in _ROOT_SUM_SQUARES:
+    if target in _ROOT_SUM_SQUARES or target in _ELEMENTWISE_PAIR:
         return math.sqrt(sum(p * p for p in prev))
     if target in _SCALE:
         consts = [a for a in node.args if isinstance(a, (int, float))]

@@ -121,8 +121,34 @@ def test_graph_rules_sum_concat_and_scale():
         def forward(self, x):
             return torch.cat([self.a(x), self.b(x)], 1) * 0.5 + self.a(x)
 
-    # concat: sqrt(9 + 16) = 5, times 0.5, plus 3 (broadcast sum over channels is an add of bounds)
-    assert lipschitz_bound(Graph(), (1, 4, 4)) == pytest.approx(2.5 + 3.0, rel=1e-5)
+    # concat: sqrt(9 + 16) = 5, times 0.5, plus 3 * sqrt(2): a(x) is broadcast to both channels, which
+    # repeats it twice (the former 2.5 + 3 was below the true constant sqrt(4.5**2 + 5**2) = 6.73)
+    net = Graph()
+    bound = lipschitz_bound(net, (1, 4, 4))
+    assert bound == pytest.approx(2.5 + 3.0 * math.sqrt(2.0), rel=1e-5)
+    assert bound >= _dense_norm(net.double(), (1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "forward",
+    [
+        lambda x: x + x[..., :1, :1],
+        lambda x: x - x[:, :, :1],
+        lambda x: torch.maximum(x, x[..., :1]),
+        lambda x: x * 2.0 + x[:, :, 1:2, 1:2],
+    ],
+    ids=["corner", "row", "maximum", "scaled"],
+)
+def test_broadcast_operands_are_counted_with_their_repetitions(forward):
+    class Net(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    net = Net()
+    exact = _dense_norm(net, (1, 4, 5))
+    assert lipschitz_bound(net, (1, 4, 5)) >= exact * (1 - 1e-9)
+    with pytest.raises(LipschitzBoundError, match="input_shape"):
+        lipschitz_bound(nn.Sequential(nn.Conv2d(1, 1, 1), net))  # size-dependent: refused without a size
 
 
 def test_normalisation_is_counted_and_a_model_assumed_1_lipschitz_is_caught():
