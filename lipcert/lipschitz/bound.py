@@ -19,6 +19,7 @@ from torch import fx, nn
 
 from ..errors import LipschitzBoundError
 from ..model_state import eval_mode
+from .functional_bounds import functional_bound
 from .layer_bounds import LAYER_BOUNDS, adds_behaviour, layer_bound
 
 LIPSCHITZ_REL_SLACK = 1e-6  # covers LAPACK rounding of singular values and float32 weights -> float64
@@ -54,9 +55,9 @@ _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor a
     "float",
     "to",
     "neg",
-    "size",
-    "dim",
 }
+_METADATA_METHODS = {"size", "dim", "numel", "get_device"}  # values about a tensor, not of it
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
 _SUM = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, "add", "sub"}
 _ROOT_SUM_SQUARES = {torch.cat, torch.concat, torch.stack}
 _ELEMENTWISE_PAIR = {torch.maximum, torch.minimum, "maximum", "minimum"}  # root of the sum of squares too
@@ -199,7 +200,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                 "explicitly with `lipschitz=` if you have a guarantee for it."
             ) from exc
         sizes = _input_sizes(model, input_shape) if input_shape is not None else {}
-        numels = _node_numels(root, graph, input_shape)
+        facts = _node_facts(root, graph, input_shape)
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         unknown: list[str] = []
@@ -220,9 +221,11 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                     unknown.append(_unknown_module(node.target, mod))
                     factor = math.nan
                 bounds[node] = factor * (prev[0] if prev else 0.0)
+            elif _is_metadata(node):
+                continue  # x.shape, x.size(1), ...: no tensor flows on
             else:
-                prev = _broadcast_scaled(node, args, bounds, numels, unknown)
-                bounds[node] = _function_bound(node, prev, unknown)
+                prev = _broadcast_scaled(node, args, bounds, facts, unknown)
+                bounds[node] = _function_bound(node, prev, unknown, facts)
         if unknown:
             raise LipschitzBoundError(
                 "No guaranteed Lipschitz bound for: "
@@ -235,22 +238,51 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
 
 
-def _node_numels(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
-    """Number of elements of every tensor node, from one zero-input pass (None if it cannot run)."""
-    from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+class _Facts(fx.Interpreter):
+    """One zero-input run of the traced graph: the shape of every tensor node and the value of every node
+    that does not depend on the image (buffers, parameters and what is computed from them)."""
 
+    def __init__(self, gm: fx.GraphModule, depends: dict) -> None:
+        super().__init__(gm)
+        self.depends, self.shapes, self.constants, self.values = depends, {}, {}, {}
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self.shapes[n] = tuple(out.shape)
+            if not self.depends.get(n, True):
+                self.constants[n] = out.detach()
+        elif isinstance(out, (int, float, bool, str, torch.Size)) or (
+            isinstance(out, (tuple, list)) and all(isinstance(v, (int, float)) for v in out)
+        ):
+            self.values[n] = tuple(out) if isinstance(out, (tuple, list, torch.Size)) else out  # sizes, flags
+        return out
+
+
+def _node_facts(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
+    """Shapes and constant values of the graph's nodes (None if the run fails at a guessed probe size)."""
     shape = input_shape if input_shape is not None else _probe_shape(root)
     if shape is None:
         return None
-    gm = fx.GraphModule(root, graph)
+    depends = {}
+    for n in graph.nodes:
+        depends[n] = n.op == "placeholder" or any(depends.get(a, False) for a in _tensor_args(n))
+    facts = _Facts(fx.GraphModule(root, graph), depends)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, *shape))
+            facts.run(torch.zeros(1, *shape))
     except Exception:  # noqa: BLE001 - a probe at a guessed size may not fit the model
+        if input_shape is not None:
+            raise
         return None
-    out = {n: math.prod(n.meta["tensor_meta"].shape) for n in graph.nodes
-           if isinstance(n.meta.get("tensor_meta"), TensorMetadata)}  # fmt: skip
-    return {"numels": out, "probe": input_shape is None}
+    numels = {n: math.prod(v) for n, v in facts.shapes.items()}
+    return {
+        "numels": numels,
+        "shapes": facts.shapes,
+        "constants": facts.constants,
+        "values": facts.values,
+        "probe": input_shape is None,
+    }
 
 
 def _probe_shape(root: nn.Module):
@@ -272,10 +304,10 @@ def _broadcast_scaled(node: fx.Node, args: list, bounds: dict, numels, unknown: 
     which multiplies its norm by ``sqrt(N / n)``. Without ``input_shape`` the repetition depends on the
     size, so a broadcast seen at a probe size is refused.
     """
-    prev = [bounds[a] for a in args if a in bounds]
+    tensor_args = [a for a in args if bounds.get(a, 0.0) > 0]  # constants (bound 0) change no bound
+    prev = [bounds[a] for a in tensor_args]
     if node.target not in _BROADCASTING or not prev:
         return prev
-    tensor_args = [a for a in args if a in bounds]
     if numels is None:
         if len(tensor_args) > 1:
             unknown.append(f"{_source(node)} (cannot check broadcasting: pass `input_shape`)")
@@ -308,20 +340,54 @@ def _source(node: fx.Node) -> str:
     return f"{target} ({where.removeprefix('File ')}: {code})"
 
 
+def _is_metadata(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target in _METADATA_METHODS:
+        return True
+    return node.op == "call_function" and node.target is getattr and node.args[1:2] and node.args[1] in _METADATA_ATTRS
+
+
+_MODULE_REASONS = {
+    nn.Softmax: "a softmax head: certify the logits instead (remove the head); a certificate on probabilities "
+    "is looser and means something else",
+    nn.LogSoftmax: "a log-softmax head: certify the logits instead (remove the head)",
+    nn.Softmax2d: "a softmax head: certify the logits instead (remove the head)",
+    nn.LayerNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.GroupNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm1d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm2d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm3d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.LocalResponseNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.MultiheadAttention: "attention is not globally Lipschitz",
+    nn.Hardshrink: "discontinuous: no Lipschitz constant",
+    nn.Threshold: "discontinuous: no Lipschitz constant",
+}
+
+
 def _unknown_module(target: str, mod: nn.Module) -> str:
     """``path (Type: reason)`` of a module with no bound, its path as in the user's model."""
     path = target[2:] if target.startswith("0.") else "<the model itself>"
+    for cls, reason in _MODULE_REASONS.items():
+        if isinstance(mod, cls):
+            return f"{path} ({type(mod).__name__}: {reason})"
     for cls in type(mod).__mro__:
         if cls in LAYER_BOUNDS:
             return f"{path} ({type(mod).__name__}: a subclass of {cls.__name__}, but {adds_behaviour(mod, cls)})"
     return f"{path} ({type(mod).__name__}: no registered bound)"
 
 
-def _function_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> float:
+def _function_bound(node: fx.Node, prev: list[float], unknown: list[str], facts=None) -> float:
     target = node.target
     name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
     if target in _KEEP or getattr(target, "lipcert_identity", False):  # e.g. models.layers.check_input_size
         return prev[0] if prev else 0.0
+    if not prev:
+        return 0.0  # a function of constants only: a constant
+    special = functional_bound(node, prev[0], facts)
+    if special is not None:
+        if isinstance(special, str):
+            unknown.append(f"{_source(node)} ({special})")
+            return math.nan
+        return special
     if target in (operator.getitem, "__getitem__"):
         # basic indexing selects each coordinate at most once (a contraction); advanced indexing can repeat
         index = node.args[1] if len(node.args) > 1 else None
@@ -342,30 +408,32 @@ def _function_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> flo
     if target in _ROOT_SUM_SQUARES or target in _ELEMENTWISE_PAIR:
         return math.sqrt(sum(p * p for p in prev))
     if target in _SCALE:
-        consts = [a for a in node.args if isinstance(a, (int, float))]
-        if len(prev) == 1 and len(consts) == 1:
-            c = consts[0]
-            if target in (operator.truediv, torch.div, "div"):
-                if node.args[0] is not None and not isinstance(node.args[0], (int, float)):
-                    return prev[0] / abs(c)
-            else:
-                return prev[0] * abs(c)
-        if not prev:
-            return 0.0
-    if target in (F.interpolate, "interpolate") or name == "interpolate":
-        return _interpolate_bound(node, prev, unknown)
-    unknown.append(f"{node.name} ({name})")
+        scaled = _scale_bound(node, prev, facts)
+        if scaled is not None:
+            return scaled
+    unknown.append(f"{_source(node)} (no bound for {name})")
     return math.nan
 
 
-def _interpolate_bound(node: fx.Node, prev: list[float], unknown: list[str]) -> float:
-    mode = node.kwargs.get("mode", "nearest")
-    scale = node.kwargs.get("scale_factor")
-    if mode != "nearest" or scale is None:
-        unknown.append(f"{node.name} (interpolate mode={mode!r}: only nearest with an integer scale_factor)")
-        return math.nan
-    scales = scale if isinstance(scale, (tuple, list)) else (scale, scale)
-    if any(float(s) != int(s) or s < 1 for s in scales):
-        unknown.append(f"{node.name} (interpolate with non-integer scale {scale})")
-        return math.nan
-    return prev[0] * math.sqrt(math.prod(int(s) for s in scales))
+def _scale_bound(node: fx.Node, prev: list[float], facts) -> float | None:
+    """``x * c``, ``c * x``, ``x / c`` with c a number or a constant tensor (broadcast elementwise):
+    ``max |c|`` and ``1 / min |c|``; None for anything else (a product of two image-dependent tensors)."""
+    if len(prev) != 1:
+        return None
+    divide = node.target in (operator.truediv, torch.div, "div")
+    values = []
+    for i, a in enumerate(node.args[:2]):
+        if isinstance(a, (int, float)) and not isinstance(a, bool):
+            values.append((i, torch.tensor(float(a))))
+        elif isinstance(a, fx.Node) and facts is not None and a in facts["constants"]:
+            values.append((i, facts["constants"][a].double()))
+    if len(values) != 1:
+        return None
+    i, c = values[0]
+    if not bool(torch.isfinite(c).all()):
+        return None
+    if divide:
+        if i != 1 or bool((c == 0).any()):
+            return None  # c / x is not Lipschitz; x / 0 is undefined
+        return prev[0] / float(c.abs().min())
+    return prev[0] * float(c.abs().max())

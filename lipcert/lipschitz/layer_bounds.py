@@ -12,6 +12,7 @@ from orthogonium.layers.normalization import BatchCentering2D, LayerCentering2D
 from torch import nn
 
 from ..errors import LipschitzBoundError
+from .activations import CONSTANT_MODULES, elu_constant, prelu_constant, resize_bound
 from .operator_norms import (
     axis_matrix,
     conv2d_bound,
@@ -113,10 +114,36 @@ def _pool_max(module: nn.MaxPool2d, hw) -> float:
 
 def _upsample(module: nn.Upsample, hw) -> float:
     scale = module.scale_factor
+    if hw is not None:  # the exact separable norm at the size it sees
+        align = True if isinstance(module, nn.UpsamplingBilinear2d) else module.align_corners
+        return resize_bound(hw, module.size, scale, module.mode, align, getattr(module, "recompute_scale_factor", None))
     scales = scale if isinstance(scale, tuple) else (scale, scale)
     if module.mode != "nearest" or scale is None or any(float(s) != int(s) for s in scales):
-        raise LipschitzBoundError("Only nearest up-sampling with an integer scale_factor can be bounded.")
+        raise LipschitzBoundError(
+            f"Upsample(mode={module.mode!r}, scale_factor={scale}, size={module.size}) is bounded at the size it "
+            "sees: pass `input_shape` to lipschitz_bound (without it only nearest up-sampling by an integer "
+            "scale has a size-independent bound), or declare L with `lipschitz=`."
+        )
     return math.sqrt(math.prod(int(s) for s in scales))
+
+
+def _adaptive_avg(module: nn.AdaptiveAvgPool2d, hw) -> float:
+    if hw is None:
+        raise LipschitzBoundError("AdaptiveAvgPool2d is bounded at the size it sees: pass `input_shape`.")
+    out = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
+    out = tuple(hw[i] if out[i] is None else out[i] for i in range(2))
+    return resize_bound(hw, out, None, "area", None)
+
+
+def _l2_pool(module: nn.LPPool2d, hw) -> float:
+    """LPPool2d with p = 2: the l2 norm of each window (1-Lipschitz in it); windows overlap at most
+    ``ceil(k_h / s_h) ceil(k_w / s_w)`` times. Other p are no norm in torch (odd powers keep signs)."""
+    if float(module.norm_type) != 2.0:
+        raise LipschitzBoundError(f"LPPool2d with norm_type={module.norm_type}: only p = 2 is bounded (a norm).")
+    k = _pair(module.kernel_size)
+    s = _pair(module.stride if module.stride is not None else module.kernel_size)
+    scale = float(module.get_scaling()) if hasattr(module, "get_scaling") else 1.0  # ScaledL2NormPool2d's k_coef_lip
+    return math.sqrt(math.ceil(k[0] / s[0]) * math.ceil(k[1] / s[1])) * abs(scale)
 
 
 def _group_sort(module, hw) -> float:
@@ -138,6 +165,18 @@ LAYER_BOUNDS: dict[type, BoundFn] = {
     nn.AvgPool2d: _pool_avg,
     nn.MaxPool2d: _pool_max,
     nn.Upsample: _upsample,
+    nn.UpsamplingNearest2d: _upsample,
+    nn.UpsamplingBilinear2d: _upsample,
+    nn.AdaptiveAvgPool2d: _adaptive_avg,
+    nn.LPPool2d: _l2_pool,
+    torchlip.ScaledL2NormPool2d: _l2_pool,
+    nn.ELU: lambda m, hw: elu_constant(m.alpha),
+    nn.PReLU: lambda m, hw: prelu_constant(m),
+    nn.AlphaDropout: _one,
+    nn.Dropout1d: _one,
+    nn.Dropout3d: _one,
+    nn.FeatureAlphaDropout: _one,
+    **{cls: (lambda m, hw, c=c: c) for cls, c in CONSTANT_MODULES.items()},
     OrthoMaxMin: _one,
     torchlip.MaxMin: _one,
     torchlip.GroupSort: _group_sort,
