@@ -20,7 +20,7 @@ from torch import fx, nn
 from ..errors import LipschitzBoundError
 from ..model_state import eval_mode
 from .functional_bounds import functional_bound
-from .layer_bounds import LAYER_BOUNDS, adds_behaviour, layer_bound
+from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
 
 LIPSCHITZ_REL_SLACK = 1e-6  # covers LAPACK rounding of singular values and float32 weights -> float64
 
@@ -158,7 +158,9 @@ def _output_bound(node: fx.Node, bounds: dict) -> float:
     return bounds.get(out, 0.0) if isinstance(out, fx.Node) else 0.0
 
 
-def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> float:
+def lipschitz_bound(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None, *, bounds: dict | None = None
+) -> float:
     """A guaranteed upper bound on the l2 Lipschitz constant of ``input image -> whole logit map``.
 
     Computed from the eval-mode weights that run (parametrised layers are read through their current
@@ -170,6 +172,8 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
     Args:
         model: a torch module mapping (B, C, H, W) images in [0,1] to (B, K, H, W) logits.
         input_shape: (C, H, W) of one input image, or None.
+        bounds: ``{layer type: fn(module, in_hw) -> float}`` for this call only (the rules of
+            :func:`lipcert.lipschitz.register_layer_bound`: no built-in entry is replaced).
 
     Returns:
         L as a float (inflated by a relative 1e-6 for floating-point safety).
@@ -190,7 +194,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
         raise LipschitzBoundError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
     _check_input_shape(input_shape)
     _check_model_state(model)
-    with eval_mode(model):
+    with layer_bounds(bounds or {}), eval_mode(model):
         root = nn.Sequential(model)  # so that a model that is itself a known layer stays a leaf
         try:
             graph = _Tracer().trace(root)
@@ -346,27 +350,10 @@ def _is_metadata(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target is getattr and node.args[1:2] and node.args[1] in _METADATA_ATTRS
 
 
-_MODULE_REASONS = {
-    nn.Softmax: "a softmax head: certify the logits instead (remove the head); a certificate on probabilities "
-    "is looser and means something else",
-    nn.LogSoftmax: "a log-softmax head: certify the logits instead (remove the head)",
-    nn.Softmax2d: "a softmax head: certify the logits instead (remove the head)",
-    nn.LayerNorm: "divides by a statistic of its input: not globally Lipschitz",
-    nn.GroupNorm: "divides by a statistic of its input: not globally Lipschitz",
-    nn.InstanceNorm1d: "divides by a statistic of its input: not globally Lipschitz",
-    nn.InstanceNorm2d: "divides by a statistic of its input: not globally Lipschitz",
-    nn.InstanceNorm3d: "divides by a statistic of its input: not globally Lipschitz",
-    nn.LocalResponseNorm: "divides by a statistic of its input: not globally Lipschitz",
-    nn.MultiheadAttention: "attention is not globally Lipschitz",
-    nn.Hardshrink: "discontinuous: no Lipschitz constant",
-    nn.Threshold: "discontinuous: no Lipschitz constant",
-}
-
-
 def _unknown_module(target: str, mod: nn.Module) -> str:
     """``path (Type: reason)`` of a module with no bound, its path as in the user's model."""
     path = target[2:] if target.startswith("0.") else "<the model itself>"
-    for cls, reason in _MODULE_REASONS.items():
+    for cls, reason in REFUSED_LAYERS.items():
         if isinstance(mod, cls):
             return f"{path} ({type(mod).__name__}: {reason})"
     for cls in type(mod).__mro__:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from deel import torchlip
@@ -11,7 +12,7 @@ from orthogonium.layers.custom_activations import MaxMin as OrthoMaxMin
 from orthogonium.layers.normalization import BatchCentering2D, LayerCentering2D
 from torch import nn
 
-from ..errors import LipschitzBoundError
+from ..errors import LipcertError, LipschitzBoundError
 from .activations import CONSTANT_MODULES, elu_constant, prelu_constant, resize_bound
 from .operator_norms import (
     axis_matrix,
@@ -191,8 +192,23 @@ LAYER_BOUNDS: dict[type, BoundFn] = {
 }
 
 
-def register_layer_bound(layer_type: type, fn: BoundFn) -> None:
+def register_layer_bound(layer_type: type, fn: BoundFn, *, override: bool = False) -> None:
     """Teach lipcert a guaranteed bound for a custom layer type: ``fn(module, in_hw) -> float``.
+
+    The registration is global (see :func:`layer_bounds` for a scoped one, or ``lipschitz_bound(...,
+    bounds=...)`` for one call). It cannot replace a built-in bound or refusal, nor an earlier
+    registration, unless ``override=True`` says so explicitly: a certificate is only as sound as the
+    bound you register.
+
+    Args:
+        layer_type: the module class (its subclasses that add behaviour stay unknown).
+        fn: ``fn(module, in_hw)``: a guaranteed l2 Lipschitz bound of the module, ``in_hw`` its input
+            (H, W) or None.
+        override: replace an existing (built-in or earlier) entry or refusal.
+
+    Raises:
+        LipcertError: ``layer_type`` is not a module class, ``fn`` not callable, or an existing entry
+            would be replaced without ``override=True``.
 
     Examples:
         >>> import torch
@@ -200,8 +216,60 @@ def register_layer_bound(layer_type: type, fn: BoundFn) -> None:
         ...     def forward(self, x):
         ...         return x / 2
         >>> register_layer_bound(Half, lambda m, hw: 0.5)
+        >>> unregister_layer_bound(Half)
     """
+    if not (isinstance(layer_type, type) and issubclass(layer_type, nn.Module)) or not callable(fn):
+        raise LipcertError("register_layer_bound takes an nn.Module subclass and a callable fn(module, in_hw).")
+    taken = layer_type in LAYER_BOUNDS or layer_type in REFUSED_LAYERS
+    if taken and not override:
+        kind = "a built-in refusal" if layer_type in REFUSED_LAYERS else "a registered bound"
+        raise LipcertError(
+            f"{layer_type.__name__} already has {kind}; pass override=True to replace it (the certificate then "
+            "rests on your bound)."
+        )
     LAYER_BOUNDS[layer_type] = fn
+    REFUSED_LAYERS.pop(layer_type, None)
+
+
+def unregister_layer_bound(layer_type: type) -> None:
+    """Remove a bound registered with :func:`register_layer_bound` (built-in bounds stay).
+
+    Raises:
+        LipcertError: for a built-in layer type or one that is not registered.
+    """
+    if layer_type in _BUILTIN:
+        raise LipcertError(f"{layer_type.__name__} has a built-in bound, which cannot be unregistered.")
+    if layer_type not in LAYER_BOUNDS:
+        raise LipcertError(f"{getattr(layer_type, '__name__', layer_type)} has no registered bound.")
+    del LAYER_BOUNDS[layer_type]
+    if layer_type in _BUILTIN_REFUSED:
+        REFUSED_LAYERS[layer_type] = _BUILTIN_REFUSED[layer_type]
+
+
+@contextmanager
+def layer_bounds(mapping: dict) -> Iterator[None]:
+    """Register bounds for the duration of a ``with`` block only (same rules as register_layer_bound).
+
+    Examples:
+        >>> import torch
+        >>> class Half(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x / 2
+        >>> with layer_bounds({Half: lambda m, hw: 0.5}):
+        ...     Half in LAYER_BOUNDS
+        True
+        >>> Half in LAYER_BOUNDS
+        False
+    """
+    added = []
+    try:
+        for layer_type, fn in mapping.items():
+            register_layer_bound(layer_type, fn)
+            added.append(layer_type)
+        yield
+    finally:
+        for layer_type in added:
+            unregister_layer_bound(layer_type)
 
 
 def _pad_conv(module: torchlip.PadConv2d, hw) -> float:
@@ -238,6 +306,25 @@ def adds_behaviour(module: nn.Module, registered: type) -> str | None:
     if module._forward_hooks or module._forward_pre_hooks:
         return "it has forward hooks"
     return None
+
+
+REFUSED_LAYERS: dict[type, str] = {
+    nn.Softmax: "a softmax head: certify the logits instead (remove the head); a certificate on probabilities "
+    "is looser and means something else",
+    nn.LogSoftmax: "a log-softmax head: certify the logits instead (remove the head)",
+    nn.Softmax2d: "a softmax head: certify the logits instead (remove the head)",
+    nn.LayerNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.GroupNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm1d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm2d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.InstanceNorm3d: "divides by a statistic of its input: not globally Lipschitz",
+    nn.LocalResponseNorm: "divides by a statistic of its input: not globally Lipschitz",
+    nn.MultiheadAttention: "attention is not globally Lipschitz",
+    nn.Hardshrink: "discontinuous: no Lipschitz constant",
+    nn.Threshold: "discontinuous: no Lipschitz constant",
+}
+_BUILTIN = frozenset(LAYER_BOUNDS)
+_BUILTIN_REFUSED = dict(REFUSED_LAYERS)
 
 
 def layer_bound(module: nn.Module, hw) -> float | None:

@@ -226,3 +226,33 @@ def test_active_functional_dropout_is_refused():
 
     with pytest.raises(LipschitzBoundError, match="training=True"):
         lipschitz_bound(Net(), (1, 4, 4))
+
+
+def test_registration_is_scoped_and_cannot_silently_override_a_refusal():
+    from lipcert import LipcertError
+    from lipcert.lipschitz import layer_bounds, register_layer_bound, unregister_layer_bound
+
+    class Half(nn.Module):
+        def forward(self, x):  # value-dependent control flow: fx cannot trace into it, only a leaf works
+            return x / 2 if bool(x.sum() >= 0) else x * -0.5
+
+    net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), Half())
+    assert lipschitz_bound(net, (1, 4, 4), bounds={Half: lambda m, hw: 0.5}) > 0
+    with pytest.raises(LipschitzBoundError):
+        lipschitz_bound(net, (1, 4, 4))  # the per-call bound did not leak
+    with layer_bounds({Half: lambda m, hw: 0.5}):
+        lipschitz_bound(net, (1, 4, 4))
+    with pytest.raises(LipschitzBoundError):
+        lipschitz_bound(net, (1, 4, 4))
+    with pytest.raises(LipcertError, match="override=True"):
+        register_layer_bound(nn.LayerNorm, lambda m, hw: 1.0)
+    with pytest.raises(LipcertError, match="override=True"):
+        register_layer_bound(nn.Conv2d, lambda m, hw: 1.0)
+    register_layer_bound(Half, lambda m, hw: 0.5)
+    try:
+        with pytest.raises(LipcertError, match="override=True"):
+            register_layer_bound(Half, lambda m, hw: 0.1)
+    finally:
+        unregister_layer_bound(Half)
+    with pytest.raises(LipcertError, match="built-in"):
+        unregister_layer_bound(nn.Conv2d)
