@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,45 @@ class Certificate:
     status: str
     pixel_radius: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """Shapes and summaries, never whole arrays (a radius map can hold millions of values)."""
+
+        def summary(name, a):
+            if a is None:
+                return f"{name}=None"
+            arr = np.asarray(a, dtype=np.float64)
+            v = arr
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices summarise as nan
+                if self.average == "none" and v.ndim:
+                    v = np.nanmean(v, axis=0)  # mean over images
+                if name != "clean" and v.ndim == 2 or name == "clean" and v.ndim == 1:
+                    v = np.nanmean(v, axis=-1)  # mean over classes
+            values = np.atleast_1d(v)
+            shown = ", ".join(f"{x:.4g}" for x in values[:6]) + (", ..." if values.size > 6 else "")
+            what = "mean over images" if self.average == "none" else self.average
+            img = int(self.average == "none")
+            per_class = arr.ndim > 1 + img or (name == "clean" and arr.ndim == 1 + img)
+            return f"{name} {tuple(arr.shape)} ({what}{', mean over classes' if per_class else ''}: {shown})"
+
+        eps = ", ".join(f"{e:g}" for e in np.atleast_1d(self.eps)[:6]) + (", ..." if np.size(self.eps) > 6 else "")
+        parts = [
+            f"metric={self.metric!r}",
+            f"average={self.average!r}",
+            f"status={self.status!r}",
+            f"solver={self.solver!r}",
+            f"L={self.lipschitz:.6g} ({self.lipschitz_source})",
+            f"eps=[{eps}]",
+            summary("worst", self.worst),
+            summary("clean", self.clean),
+            summary("naive", self.naive),
+        ]
+        if self.pixel_radius is not None:
+            parts.append(f"pixel_radius {tuple(np.shape(self.pixel_radius))}")
+        if self.extras:
+            parts.append(f"extras={sorted(self.extras)}")
+        return "Certificate(" + ", ".join(parts) + ")"
 
     def to_dict(self) -> dict:
         """JSON-ready dict (arrays as nested lists, NaN as None); the pixel radius map is left out."""

@@ -11,8 +11,25 @@ from .config import EPS_RANGE, LIPSCHITZ_RANGE
 from .errors import LipcertError, SolverError
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, also for options without a help text."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default in (argparse.SUPPRESS, None) or not action.option_strings:
+            return text
+        if isinstance(action.default, bool) and not action.default:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with lipcert's error line: ``lipcert: error: ...`` on stderr, exit status 2."""
+
+    def add_argument(self, *args, **kwargs):
+        if "help" not in kwargs and kwargs.get("default") not in (None, False) and kwargs.get("action") != "version":
+            kwargs["help"] = "(default: %(default)s)"  # argparse shows defaults only for options with a help text
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
@@ -191,7 +208,9 @@ def _certify(args: argparse.Namespace) -> int:
             acc.update(logits, y)
         for m in q2:
             q2[m].append(certified_radius(logits, m, y, lipschitz=L, level=args.level, ignore_index=ignore))
-    print(f"{args.model} on {args.dataset} ({n} images), L = {L:.6f} ({source})")
+    print(f"{args.model} on {args.dataset} ({n} images), L = {L:.6f} ({source})\n")
+    print("| metric | average | status | clean | " + " | ".join(f"eps={e:g}" for e in args.eps) + " |")
+    print("|---|---|---|---|" + "---|" * len(args.eps))
     rows, out = (
         [],
         {
@@ -209,10 +228,10 @@ def _certify(args: argparse.Namespace) -> int:
         cert = acc.compute()
         worst = np.asarray(cert.worst)
         summary = worst if worst.ndim == 1 else np.nanmean(worst, axis=1)
-        label = f"{m} ({avg}{', mean over classes' if worst.ndim > 1 else ''}; {cert.status})"
+        label = f"{m}{' (mean over classes)' if worst.ndim > 1 else ''}"
         print(
-            f"| {label} | clean {np.nanmean(cert.clean):.4f} | "
-            + " | ".join(f"eps={e:g}: {v:.4f}" for e, v in zip(args.eps, summary, strict=True))
+            f"| {label} | {avg} | {cert.status} | {np.nanmean(cert.clean):.4f} | "
+            + " | ".join(f"{v:.4f}" for v in summary)
             + " |"
         )
         out["metrics"][f"{m}_{avg}"] = cert.to_dict()
@@ -272,7 +291,7 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
+def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -> None:
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
     p.add_argument("--size", type=_count, default=64, help="square resolution images are resized to")
@@ -284,7 +303,7 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None) -> None:
     p.add_argument("--n0", type=_count, nargs="+", default=[10])
     p.add_argument("--n", type=_count, nargs="+", default=[100])
     p.add_argument("--alpha", type=_probability, default=0.001)
-    p.add_argument("--out", default="lipcert_out")
+    p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=_count, default=None)
     p.add_argument("--device", default="cpu", help="where both networks run, e.g. cuda (timings synchronise)")
@@ -386,12 +405,12 @@ def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
 
 
-def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int) -> None:
+def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int, out: str) -> None:
     p.add_argument("--lipschitz", type=_lipschitz, default=None, help="declare L instead of computing it")
     p.add_argument("--limit", type=_count, default=limit)
     p.add_argument("--batch-size", type=_count, default=batch_size)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", default="lipcert_out")
+    p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -405,15 +424,19 @@ def _batches(dataset, n: int, batch_size: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lipcert", description=__doc__)
+    from . import __version__
+
+    parser = _Parser(prog="lipcert", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"lipcert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the comparison on the embedded digit scenes with the shipped models")
-    _add_compare_args(demo, limit=48)
+    fmt = {"formatter_class": _Help}
+    demo = sub.add_parser("demo", help="the comparison on the embedded digit scenes with the shipped models", **fmt)
+    _add_compare_args(demo, limit=48, out="lipcert_out/demo")
     demo.set_defaults(func=_compare)
-    cmp_ = sub.add_parser("compare", help="Lipschitz certificate vs SegCertify on a dataset")
-    _add_compare_args(cmp_, limit=None)
+    cmp_ = sub.add_parser("compare", help="Lipschitz certificate vs SegCertify on a dataset", **fmt)
+    _add_compare_args(cmp_, limit=None, out="lipcert_out/compare")
     cmp_.set_defaults(func=_compare)
-    ce = sub.add_parser("certify", help="certify a model on a dataset split (every metric macro and micro)")
+    ce = sub.add_parser("certify", help="certify a model on a dataset split (every metric macro and micro)", **fmt)
     _add_model_data_args(ce)
     ce.add_argument(
         "--metric",
@@ -422,14 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["pixel_accuracy", "stability", "recall", "fnr", "iou", "miou"],
     )
     ce.add_argument("--level", type=_level, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
-    _add_run_args(ce, limit=None, batch_size=16)
+    _add_run_args(ce, limit=None, batch_size=16, out="lipcert_out/certify")
     ce.set_defaults(func=_certify)
-    au = sub.add_parser("audit", help="certificates vs attacks on the same images (non-zero exit on a violation)")
+    au = sub.add_parser(
+        "audit", help="certificates vs attacks on the same images (non-zero exit on a violation)", **fmt
+    )
     _add_model_data_args(au)
     au.add_argument("--steps", type=_count, default=100, help="APGD iterations per loss")
-    _add_run_args(au, limit=16, batch_size=8)
+    _add_run_args(au, limit=16, batch_size=8, out="lipcert_out/audit")
     au.set_defaults(func=_audit)
-    tr = sub.add_parser("train", help="train a model from a named recipe")
+    tr = sub.add_parser("train", help="train a model from a named recipe", **fmt)
     tr.add_argument("--recipe", required=True, help="e.g. digits-lipunet, digits-twin-sigma025")
     tr.add_argument("--out", required=True, help="checkpoint path (.pt)")
     tr.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default=None)

@@ -293,3 +293,11 @@ def test_the_library_leaves_the_callers_thread_count_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_print_of_a_certificate_shows_shapes_and_summaries_not_the_radius_map():
+    z = np.random.default_rng(0).normal(size=(2, 3, 64, 64))
+    cert = certify_logits(z, [0.1, 0.2], "iou", z.argmax(1), lipschitz=1.0)
+    text = repr(cert)
+    assert "pixel_radius (2, 64, 64)" in text and "worst (2, 2, 3)" in text and "exact" in text
+    assert len(text) < 600

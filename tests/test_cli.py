@@ -100,7 +100,8 @@ def test_certify_cli_prints_macro_and_micro_and_q2(tiny_models, tmp_path, capsys
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "pixel_accuracy (macro" in text and "pixel_accuracy (micro" in text and "Q2 pixel_accuracy" in text
+    assert "| pixel_accuracy | macro | exact |" in text and "| pixel_accuracy | micro | exact |" in text
+    assert "Q2 pixel_accuracy" in text and "| metric | average | status | clean |" in text
     data = json.loads((tmp_path / "certify.json").read_text())
     assert data["lipschitz_source"] == "computed" and data["n_images"] == 3
 
@@ -112,3 +113,15 @@ def test_checkpoint_round_trip_matches_the_parametrised_model(tiny_models):
         np.testing.assert_allclose(model(x).numpy(), tiny_models.lip(x).numpy(), atol=1e-5)
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
     assert model.config["arch"] == "LipUNet" and model.meta == {"note": "untrained"}
+
+
+def test_version_and_defaults_in_help(capsys):
+    import lipcert
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and lipcert.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["certify", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: digits)" in text and "(default: lipcert_out/certify)" in text
