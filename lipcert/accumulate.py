@@ -32,6 +32,7 @@ class CertifiedMetric:
         lipschitz: the Lipschitz constant L (required).
         ignore_index: label excluded from every count, or None.
         average: ``"micro"`` or ``"macro"``.
+        lipschitz_source: recorded provenance of L (as in :func:`lipcert.certify_logits`).
 
     Examples:
         >>> import torch
@@ -49,6 +50,7 @@ class CertifiedMetric:
         lipschitz: float,
         ignore_index: int | None = 255,
         average: str = "micro",
+        lipschitz_source: str = "declared",
         **metric_options,
     ) -> None:
         check_no_options(metric_options, metric)
@@ -57,6 +59,9 @@ class CertifiedMetric:
         self.lipschitz = check_lipschitz(lipschitz)
         self.ignore_index = check_ignore_index(ignore_index)
         self.average = check_choice(average, ("micro", "macro"), "average")
+        if not isinstance(lipschitz_source, str):
+            raise LipcertError(f"Expected `lipschitz_source` to be a string, but got {lipschitz_source!r}.")
+        self.lipschitz_source = lipschitz_source
         self.reset()
 
     def reset(self) -> None:
@@ -168,7 +173,7 @@ class CertifiedMetric:
             clean=clean,
             naive=naive,
             lipschitz=self.lipschitz,
-            lipschitz_source="declared",
+            lipschitz_source=self.lipschitz_source,
             average=self.average,
             higher_is_better=_higher_is_better(self.metric),
             solver=solver,

@@ -43,6 +43,7 @@ class CompareConfig:
     overhead_size: tuple[int, int] | None = (512, 1024)  # also time forward vs certificate at this size
     device: str = "cpu"  # where both networks run ("cuda": timings synchronise the GPU)
     progress: bool = True
+    foreground: list[int] | None = None  # classes of the foreground recall (default: the dataset's own)
 
     def __post_init__(self) -> None:
         check_eps(self.eps)
@@ -58,6 +59,28 @@ class CompareConfig:
         for name in ("batch_size", "lip_batch", "timing_repeats"):
             check_positive(getattr(self, name), name, integer=True)
         check_positive(self.warmup, "warmup", integer=True, allow_zero=True)
+
+
+SOURCE = "computed: lipcert.lipschitz_bound"
+
+
+def provenance(cfg) -> dict:
+    """Versions, the command line and the seed, for the JSON output (reproducibility)."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "versions": {name: ver(name) for name in ("lipcert", "torch", "numba", "ortools", "numpy", "scipy")},
+        "command": " ".join(sys.argv),
+        "seed": cfg.seed,
+        "lipschitz_source": SOURCE,
+    }
 
 
 def hardware(device: str = "cpu") -> str:
@@ -142,16 +165,19 @@ def _compare_models(lip_model, twin_model, dataset, cfg, L, n_images, k, ignore,
     """The body of :func:`run_compare`, with both models in eval mode on ``device``."""
     _timed = _timer(cfg.device)
     curve = np.linspace(0.0, max(eps), 64)
-    acc = {
-        avg: CertifiedMetric("pixel_accuracy", eps, lipschitz=L, ignore_index=ignore, average=avg)
+    common = dict(lipschitz=L, ignore_index=ignore, lipschitz_source=SOURCE)
+    acc = {avg: CertifiedMetric("pixel_accuracy", eps, average=avg, **common) for avg in ("macro", "micro")}
+    miou = {
+        avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg, lipschitz_source=SOURCE)
         for avg in ("macro", "micro")
     }
-    miou = {
-        avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg) for avg in ("macro", "micro")
-    }
-    iou_micro = CertifiedMetric("iou", eps, lipschitz=L, ignore_index=ignore, average="micro")
-    recall_micro = CertifiedMetric("recall", eps, lipschitz=L, ignore_index=ignore, average="micro")
-    curve_acc = CertifiedMetric("pixel_accuracy", curve, lipschitz=L, ignore_index=ignore, average="macro")
+    iou_micro = CertifiedMetric("iou", eps, lipschitz=L, ignore_index=ignore, average="micro", lipschitz_source=SOURCE)
+    recall_micro = CertifiedMetric(
+        "recall", eps, lipschitz=L, ignore_index=ignore, average="micro", lipschitz_source=SOURCE
+    )
+    curve_acc = CertifiedMetric(
+        "pixel_accuracy", curve, lipschitz=L, ignore_index=ignore, average="macro", lipschitz_source=SOURCE
+    )
     settings = [(s, a, b) for s in cfg.sigma for a in cfg.n0 for b in cfg.n]
     sc_metrics = {(si, e): AbstainMetrics(k, ignore_index=ignore) for si in range(len(settings)) for e in eps}
     sc_time = {si: [] for si in range(len(settings))}
@@ -247,6 +273,10 @@ def _overhead_at_size(lip_model, channels, cfg, eps, L, k, _timed) -> dict:
 def _summarise(cfg, run) -> dict:
     """Turn the accumulated state of :func:`run_compare` (a namespace of its locals) into the results dict."""
     eps, L, k, n_images, settings, example = run.eps, run.L, run.k, run.n_images, run.settings, run.example
+    chosen = cfg.foreground if cfg.foreground is not None else getattr(run.dataset, "foreground_classes", ())
+    foreground = [int(c) for c in chosen]
+    if any(not 0 <= c < k for c in foreground):
+        raise LipcertError(f"Expected foreground classes in [0, {k}), but got {foreground}.")
     acc, miou, iou_micro, recall_micro, curve_acc, curve = (
         run.acc,
         run.miou,
@@ -263,6 +293,7 @@ def _summarise(cfg, run) -> dict:
     cr = recall_micro.compute()
     lip = {
         "lipschitz": L,
+        "lipschitz_source": SOURCE,
         "clean_pixel_accuracy": {avg: float(ca[avg].clean) for avg in ca},
         "clean_miou": {avg: float(cm[avg].clean) for avg in cm},
         "certified_pixel_accuracy_joint": {avg: ca[avg].worst.tolist() for avg in ca},
@@ -270,7 +301,10 @@ def _summarise(cfg, run) -> dict:
         "worst_miou_bound": {avg: cm[avg].worst.tolist() for avg in cm},
         "worst_iou_per_class_micro": np.where(np.isnan(ci.worst), None, ci.worst).tolist(),
         "clean_iou_per_class_micro": np.where(np.isnan(ci.clean), None, ci.clean).tolist(),
-        "certified_foreground_recall_micro": np.nanmean(cr.worst[:, 1:], axis=1).tolist() if k > 1 else None,
+        "foreground_classes": list(foreground),
+        "certified_foreground_recall_micro": (
+            np.nanmean(cr.worst[:, foreground], axis=1).tolist() if foreground else None
+        ),
         "curve_eps": curve.tolist(),
         "curve_certified_pixel_accuracy_macro": curve_acc.compute().worst.tolist(),
     }
@@ -329,6 +363,7 @@ def _summarise(cfg, run) -> dict:
         "n_images": n_images,
         "eps": eps,
         "hardware": hardware(cfg.device),
+        "provenance": provenance(cfg),
         "lip_batch": cfg.lip_batch,
         "sample_batch": cfg.batch_size,
         "lipschitz": lip,

@@ -100,33 +100,35 @@ def write_outputs(res: dict, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in res.items() if not k.startswith("_")}
     (out / "results.json").write_text(json.dumps(public, indent=2))
-    rows = []
-    lip = res["lipschitz"]
+    rows = _csv_rows(res)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        w.writerows(rows)
+    paths = {"json": str(out / "results.json"), "csv": str(out / "results.csv")}
+    paths["plot"] = _plot(res, out / "comparison.png")
+    return paths
+
+
+CSV_COLUMNS = ["method", "setting", "eps", "metric", "average", "value", "status", "alpha", "clean"]
+
+
+def _csv_rows(res: dict) -> list[list]:
+    """One row per (method, setting, eps, metric, average): numeric ``value`` (empty when unreachable),
+    ``status`` (exact / bound / unreachable; SegCertify values hold with probability 1 - alpha), the
+    ``alpha`` of SegCertify (empty for the deterministic Lipschitz certificate) and the clean value."""
+    lip, rows = res["lipschitz"], []
+    lip_metrics = (
+        ("certified_pixel_accuracy_joint", "exact", lip["clean_pixel_accuracy"]),
+        ("certified_pixel_accuracy_per_pixel", "exact", lip["clean_pixel_accuracy"]),
+        ("worst_miou_bound", "bound", lip["clean_miou"]),
+    )
     for j, e in enumerate(res["eps"]):
         for avg in ("macro", "micro"):
-            rows.append(
-                [
-                    "lipschitz",
-                    "",
-                    e,
-                    "certified_pixel_accuracy_joint",
-                    avg,
-                    lip["certified_pixel_accuracy_joint"][avg][j],
-                ]
-            )
-            rows.append(
-                [
-                    "lipschitz",
-                    "",
-                    e,
-                    "certified_pixel_accuracy_per_pixel",
-                    avg,
-                    lip["certified_pixel_accuracy_per_pixel"][avg][j],
-                ]
-            )
-            rows.append(["lipschitz", "", e, "worst_miou_bound", avg, lip["worst_miou_bound"][avg][j]])
+            for name, status, clean in lip_metrics:
+                rows.append(["lipschitz", "deterministic", e, name, avg, lip[name][avg][j], status, "", clean[avg]])
         for s in res["segcertify"]:
-            setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']}"
+            setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']};correction=holm"
             row = s["results"][j]
             for key in (
                 "certified_pixel_accuracy_macro",
@@ -139,16 +141,11 @@ def write_outputs(res: dict, out_dir) -> dict:
                 "certified_map_miou_macro",
             ):
                 metric, avg = key.rsplit("_", 1)
-                rows.append(
-                    ["segcertify", setting, e, metric, avg, row.get(key) if row["reachable"] else "unreachable"]
-                )
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "setting", "eps", "metric", "average", "value"])
-        w.writerows(rows)
-    paths = {"json": str(out / "results.json"), "csv": str(out / "results.csv")}
-    paths["plot"] = _plot(res, out / "comparison.png")
-    return paths
+                reachable = row["reachable"]
+                status = ("bound" if metric != "abstain_rate" else "measured") if reachable else "unreachable"
+                value = row.get(key) if reachable else ""
+                rows.append(["segcertify", setting, e, metric, avg, value, status, s["alpha"], ""])
+    return rows
 
 
 def _plot(res: dict, path: Path) -> str:

@@ -64,7 +64,22 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
     assert res["timing"]["samples"] == CompareConfig().timing_repeats  # the one (short) batch, every repeat
     rows = res["segcertify"][0]["results"]
     assert rows[0]["reachable"] and not rows[1]["reachable"]
-    assert (out / "results.csv").read_text().startswith("method,setting,eps,metric,average,value")
+    import csv
+
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["method", "setting", "eps", "metric", "average", "value", "status", "alpha", "clean"]
+    for row in table:  # numeric columns hold numbers only; the status says what they are
+        assert row["status"] in ("exact", "bound", "unreachable", "measured")
+        if row["status"] == "unreachable":
+            assert row["value"] == ""
+        else:
+            assert 0.0 <= float(row["value"]) <= 1.0
+        float(row["eps"])
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["provenance"]["versions"]) >= {"lipcert", "torch", "numba", "ortools"}
+    assert data["provenance"]["lipschitz_source"] == data["lipschitz"]["lipschitz_source"]
+    assert data["lipschitz"]["foreground_classes"] == list(range(1, 11))
     assert (out / "comparison.png").stat().st_size > 0
     lip = res["lipschitz"]
     joint, per_pixel = (

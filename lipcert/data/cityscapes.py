@@ -84,6 +84,7 @@ class Cityscapes(_PairDataset):
 
     num_classes = 19
     classes = CLASSES
+    foreground_classes = tuple(range(11, 19))  # things: person, rider, car, truck, bus, train, motorcycle, bicycle
 
     def __init__(self, root, split: str = "train", size=None, transform=None) -> None:
         if split not in ("train", "val"):

@@ -64,6 +64,7 @@ class OxfordIIITPet(_PairDataset):
         if not pairs:
             raise LipcertError(f"{listing} lists no images; the expected layout is:\n{LAYOUT}")
         self.num_classes = classes
+        self.foreground_classes = (0,)  # the pet
         if transform is None and size is not None:
             transform = EvalTransform(size)
         super().__init__(pairs, transform)
