@@ -6,7 +6,7 @@ import numpy as np
 
 from ._checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
 from .certificate import Certificate
-from .certify import IOU_METRICS, METRICS, _evaluate, _evaluate_iou, _higher_is_better
+from .certify import IOU_METRICS, METRICS, evaluate_iou, evaluate_unit, higher_is_better
 from .errors import LipcertError
 from .metrics.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
 from .metrics.unit import unit_values
@@ -100,7 +100,7 @@ class CertifiedMetric:
         if self.metric in IOU_METRICS:
             self._update_iou(logits, target)
             return
-        ev, _ = _evaluate(logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index)
+        ev, _ = evaluate_unit(logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index)
         self._n_images += ev.den.shape[0]
         den_e = ev.den[:, None, :]
         if self.average == "micro":
@@ -114,7 +114,7 @@ class CertifiedMetric:
 
     def _update_iou(self, logits, target) -> None:
         macro = self.average == "macro"  # pooled values only need the sorted costs, not per-image sweeps
-        problem, worst, naive, clean, _, _ = _evaluate_iou(
+        problem, worst, naive, clean, _, _ = evaluate_iou(
             logits, target, self.eps, self.metric, self.lipschitz, self.ignore_index, per_image=macro
         )
         self._n_images += problem.n_images
@@ -175,7 +175,7 @@ class CertifiedMetric:
             lipschitz=self.lipschitz,
             lipschitz_source=self.lipschitz_source,
             average=self.average,
-            higher_is_better=_higher_is_better(self.metric),
+            higher_is_better=higher_is_better(self.metric),
             solver=solver,
             status="bound" if self.metric == "miou" else "exact",
             extras={"n_images": np.float64(self._n_images)},

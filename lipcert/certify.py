@@ -83,7 +83,7 @@ def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets):
     )
 
 
-def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_image=True):
+def evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_image=True):
     """(problem, worst, naive, clean, margin, extras) per image: (B, E, K) for iou, (B, E) for miou.
 
     With ``per_image=False`` only the problem (sorted costs) is built; the values are None. For miou the
@@ -103,13 +103,14 @@ def _evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_imag
     return problem, worst, naive, clean, margin, extras
 
 
-def _evaluate(logits, target, eps, metric, lipschitz, ignore_index) -> tuple[UnitEvaluation, tuple]:
+def evaluate_unit(logits, target, eps, metric, lipschitz, ignore_index) -> tuple[UnitEvaluation, tuple]:
     """(the unit-value evaluation with radius (B, N), the image shape (B, H, W))."""
     z, flat_t, shape = _unit_arrays(logits, target, metric, ignore_index)
     return unit_counts(metric, z, flat_t, lipschitz, ignore_index, eps), shape
 
 
-def _higher_is_better(metric: str) -> bool:
+def higher_is_better(metric: str) -> bool:
+    """False for metrics where larger is worse (fnr): their certificate is the largest reachable value."""
     return metric != "fnr"
 
 
@@ -169,7 +170,7 @@ def certify_logits(
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
     if metric in IOU_METRICS:
-        _, worst, naive, clean, margin, extras = _evaluate_iou(logits, target, e, metric, L, ignore_index)
+        _, worst, naive, clean, margin, extras = evaluate_iou(logits, target, e, metric, L, ignore_index)
         return Certificate(
             metric=metric,
             eps=e,
@@ -185,7 +186,7 @@ def certify_logits(
             pixel_radius=margin / (np.sqrt(2.0) * L),
             extras=extras,
         )
-    ev, shape = _evaluate(logits, target, e, metric, L, ignore_index)
+    ev, shape = evaluate_unit(logits, target, e, metric, L, ignore_index)
     squeeze = (lambda a: a) if metric in PER_CLASS_UNIT else (lambda a: a[..., 0])
     return Certificate(
         metric=metric,
@@ -196,7 +197,7 @@ def certify_logits(
         lipschitz=L,
         lipschitz_source=lipschitz_source,
         average="none",
-        higher_is_better=_higher_is_better(metric),
+        higher_is_better=higher_is_better(metric),
         solver="greedy on sorted costs (exact)",
         status="exact",
         pixel_radius=ev.radius.reshape(shape),

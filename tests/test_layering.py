@@ -48,3 +48,15 @@ def test_no_module_imports_a_higher_layer():
             if dst in RANK and RANK[dst] > RANK[src]:
                 offenders.append(f"{path.relative_to(ROOT)} imports {dst} (layer {RANK[dst]} > {RANK[src]})")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                if private:
+                    source = f"{'.' * node.level}{node.module or ''}"
+                    offenders.append(f"{path.relative_to(ROOT)}: from {source} import {private}")
+    assert not offenders, "\n".join(offenders)

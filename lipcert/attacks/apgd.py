@@ -13,7 +13,8 @@ from .losses import get_loss, pixel_accuracy
 NORMS = ("l2", "linf")
 
 
-def _norm(d: torch.Tensor, norm: str) -> torch.Tensor:
+def batch_norms(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norms (B,) of a (B, ...) tensor: ``"l2"`` or ``"linf"``."""
     flat = d.flatten(1)
     return flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
 
@@ -25,7 +26,7 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> torc
     """
     d = x_adv - x
     if norm == "l2":
-        n = _norm(d, "l2").clamp_min(1e-12)
+        n = batch_norms(d, "l2").clamp_min(1e-12)
         d = d * torch.clamp(eps / n, max=1.0).view(-1, *([1] * (d.ndim - 1)))
     else:
         d = d.clamp(-eps, eps)
@@ -39,7 +40,7 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
         d = torch.randn(x.shape, generator=gen)
         d = (
             d
-            / _norm(d, "l2").view(-1, *([1] * (x.ndim - 1)))
+            / batch_norms(d, "l2").view(-1, *([1] * (x.ndim - 1)))
             * eps
             * torch.rand(x.shape[0], generator=gen).view(-1, *([1] * (x.ndim - 1)))
         )
@@ -92,7 +93,7 @@ def apgd_run(
     last_ckpt_loss, last_ckpt_step, ck = best_loss.clone(), step.clone(), 1
     for it in range(n_iter):
         if norm == "l2":
-            g = grad / _norm(grad, "l2").clamp_min(1e-12).view(shape)
+            g = grad / batch_norms(grad, "l2").clamp_min(1e-12).view(shape)
         else:
             g = grad.sign()
         z = project(x, x_adv + step.view(shape) * g, eps, norm)
@@ -199,6 +200,6 @@ class APGD:
 
 def check_within(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
     """Raise unless every perturbation lies within eps (float slack 1e-5 relative) and inside [0,1]."""
-    n = _norm(x_adv - x, norm)
+    n = batch_norms(x_adv - x, norm)
     if bool((n > eps * (1 + 1e-5) + 1e-7).any()) or bool(((x_adv < 0) | (x_adv > 1)).any()):
         raise LipcertError(f"Attack produced a perturbation outside the {norm} ball of radius {eps} or [0,1].")

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import LipcertError
 from ..model_state import eval_mode
-from .apgd import _norm, check_within, project
+from .apgd import batch_norms, check_within, project
 from .losses import pixel_accuracy
 
 
@@ -102,7 +102,7 @@ class MarginAttack:
                     break
                 (g,) = torch.autograd.grad(loss, z)
                 step = self.eps * 0.5 * (1 + math.cos(math.pi * it / self.steps)) * 0.5 + 1e-3 * self.eps
-                g = g / _norm(g, "l2").clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+                g = g / batch_norms(g, "l2").clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
                 x_adv = project(x, x_adv - step * g, self.eps, "l2").detach()
             with torch.no_grad():
                 acc = pixel_accuracy(self.model(x_adv), y, ignore_index)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LipcertError
-from .files import _PairDataset, require_dir
+from .files import PairDataset, require_dir
 from .transforms import EvalTransform
 
 LAYOUT = """root/
@@ -64,7 +64,7 @@ for _label, _train in LABEL_TO_TRAIN_ID.items():
     _LUT[_label] = _train
 
 
-class Cityscapes(_PairDataset):
+class Cityscapes(PairDataset):
     """Cityscapes fine annotations read from ``root`` (nothing is downloaded).
 
     Args:

@@ -58,7 +58,7 @@ def require_dir(path: Path, layout: str) -> Path:
     return path
 
 
-class _PairDataset:
+class PairDataset:
     """(image, target) files + a label mapping + an optional transform -> torch tensors."""
 
     ignore_index = 255

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LipcertError
-from .files import _PairDataset, require_dir
+from .files import PairDataset, require_dir
 from .transforms import EvalTransform
 
 LAYOUT = """root/
@@ -17,7 +17,7 @@ LAYOUT = """root/
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class OxfordIIITPet(_PairDataset):
+class OxfordIIITPet(PairDataset):
     """Oxford-IIIT Pet trimaps read from ``root`` (nothing is downloaded).
 
     Args:
