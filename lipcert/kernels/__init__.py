@@ -11,12 +11,14 @@ from .iou_costs import iou_costs
 from .knapsack import dantzig_bound
 from .margins import PIXELS_PER_BLOCK, pair_costs, top2_margin
 from .prefix import grouped_sorted_prefix, segment_value_at
+from .sampling import mode_and_count
 
 __all__ = [
     "dantzig_bound",
     "iou_costs",
     "iou_hulls",
     "iou_worst",
+    "mode_and_count",
     "pair_costs",
     "top2_margin",
     "grouped_flip_counts",

@@ -19,6 +19,7 @@ import torch
 
 from .._checks import check_choice, check_images, check_positive
 from ..errors import LipcertError
+from ..kernels import mode_and_count
 from ..model_state import eval_mode
 from .stats import CORRECTIONS, check_reachable, pvalue_table, radius, reject
 
@@ -112,19 +113,15 @@ def segcertify_from_samples(
     samples = np.asarray(samples)
     if samples.dtype.kind not in "iu" or samples.ndim < 2 or samples.shape[0] <= n0:
         raise LipcertError(f"Expected integer samples of shape (n0 + n, ...) with n >= 1, got {samples.shape}.")
-    if samples.min() < 0:
-        raise LipcertError("Expected non-negative class labels in `samples`.")
     n = samples.shape[0] - n0
     _validate(n0, n, tau, alpha, sigma, correction, k, abstain)
     spatial = samples.shape[1:]
-    flat = samples.reshape(samples.shape[0], -1)
-    k_classes = int(flat.max()) + 1
-    sel = np.zeros((k_classes, flat.shape[1]), dtype=np.int64)
-    for row in flat[:n0]:
-        sel[row, np.arange(flat.shape[1])] += 1
-    mode = _mode(sel)
+    flat = np.ascontiguousarray(samples.reshape(samples.shape[0], -1))
+    k_classes = int(flat[:n0].max()) + 1
+    mode, est, ok = mode_and_count(flat, n0, k_classes)  # one fused pass (numba)
+    if not ok:
+        raise LipcertError("Expected non-negative class labels in `samples`.")
     _check_abstain(abstain, mode)
-    est = (flat[n0:] == mode[None, :]).sum(0)
     labels, timings = _certify_counts(mode, est, n, tau, alpha, sigma, correction, k, abstain, flat.shape[1], 0.0)
     return SmoothingResult(labels.reshape(spatial), radius(sigma, tau), abstain, timings, n0 + n)
 

@@ -167,3 +167,18 @@ def test_worst_case_miou_equals_brute_force_over_abstained_assignments(k, n_imag
     assert out["worst_case_miou_micro"] == pytest.approx(_brute_worst_miou(maps, targets, k, pooled=True))
     assert out["worst_case_miou_macro"] == pytest.approx(_brute_worst_miou(maps, targets, k))
     assert out["worst_case_miou_micro"] <= out["certified_map_miou_micro"] + 1e-12
+
+
+@given(st.integers(1, 6), st.integers(1, 30), st.integers(2, 5), st.integers(0, 2**31 - 1))
+def test_fused_mode_and_count_equals_a_numpy_reference(n0, n, k, seed):
+    from lipcert.kernels import mode_and_count
+
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, k, size=(n0 + n, 9000))  # more than one block of pixels
+    sel = np.stack([(samples[:n0] == c).sum(0) for c in range(k)])  # (K, P) votes
+    mode_ref = sel.argmax(0)  # lowest class on ties
+    count_ref = (samples[n0:] == mode_ref).sum(0)
+    mode, count, ok = mode_and_count(np.ascontiguousarray(samples), n0, int(samples[:n0].max()) + 1)
+    assert ok
+    np.testing.assert_array_equal(mode, mode_ref)
+    np.testing.assert_array_equal(count, count_ref)
