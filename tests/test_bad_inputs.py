@@ -306,3 +306,10 @@ def test_the_installed_entry_point_prints_no_traceback(argv, tmp_path):
 def test_huge_integers_are_refused_naming_the_parameter(call, word):
     with pytest.raises(LipcertError, match=word):
         call()
+
+
+def test_a_model_that_cannot_run_on_input_shape_is_refused_naming_it():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1)).double()
+    with pytest.raises(lipcert.LipschitzBoundError, match="input_shape"):
+        lipcert.lipschitz_bound(net, (2, 4, 4))
+    assert lipcert.lipschitz_bound(net, (3, 4, 4)) > 0  # a float64 model is probed in float64

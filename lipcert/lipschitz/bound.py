@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import LipschitzBoundError
+from ..errors import LipcertError, LipschitzBoundError
 from ..model_state import eval_mode
 from .functional_bounds import functional_bound
 from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
@@ -73,6 +73,16 @@ class _Tracer(fx.Tracer):
         return type(m) in LAYER_BOUNDS or isinstance(m, tuple(LAYER_BOUNDS)) or super().is_leaf_module(m, qualname)
 
 
+def _zero_input(model: nn.Module, shape) -> torch.Tensor:
+    """A zero image batch of one, in the dtype and on the device of the model's first parameter."""
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    if first is None or not first.is_floating_point():
+        return torch.zeros(1, *shape)
+    return torch.zeros(1, *shape, dtype=first.dtype, device=first.device)
+
+
 def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, int]]:
     """Spatial input size of every leaf layer, from one zero-input forward in eval mode."""
     sizes: dict[nn.Module, tuple[int, int]] = {}
@@ -85,7 +95,14 @@ def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, in
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, tuple(LAYER_BOUNDS))]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            try:
+                model(_zero_input(model, input_shape))
+            except LipcertError:
+                raise  # lipcert's own refusals (a layer on several sizes, a size the strides do not divide)
+            except Exception as exc:  # noqa: BLE001 - the user's model: any error means a wrong input_shape
+                raise LipschitzBoundError(
+                    f"The model does not run on an input of shape {(1, *input_shape)} (check `input_shape`): {exc}"
+                ) from exc
     finally:
         for h in hooks:
             h.remove()
@@ -274,10 +291,12 @@ def _node_facts(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
     facts = _Facts(fx.GraphModule(root, graph), depends)
     try:
         with torch.no_grad():
-            facts.run(torch.zeros(1, *shape))
-    except Exception:  # noqa: BLE001 - a probe at a guessed size may not fit the model
+            facts.run(_zero_input(root, shape))
+    except LipcertError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a probe at a guessed size may not fit the model
         if input_shape is not None:
-            raise
+            raise LipschitzBoundError(f"The model does not run on an input of shape {(1, *shape)}: {exc}") from exc
         return None
     numels = {n: math.prod(v) for n, v in facts.shapes.items()}
     return {
