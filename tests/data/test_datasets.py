@@ -113,3 +113,35 @@ def test_digit_scenes_deterministic_disjoint_and_labelled():
         assert 1 <= len(digits) <= 4
     with pytest.raises(LipcertError):
         DigitScenes("val")
+
+
+def test_truncated_and_multichannel_label_files_are_named(tmp_path):
+    _cityscapes_tree(tmp_path)
+    ds = Cityscapes(tmp_path, split="val")
+    img_path, lab_path = ds.pairs[0]
+    img_path.write_bytes(img_path.read_bytes()[:40])  # truncated PNG
+    with pytest.raises(LipcertError, match=str(img_path.name)):
+        ds[0]
+    _png(ds.pairs[1][1], np.zeros((4, 6, 3), dtype=np.uint8))  # an RGB label map
+    with pytest.raises(LipcertError, match="RGB pixels"):
+        ds[1]
+
+
+@pytest.mark.parametrize("mode", ["P", "RGB", "RGBA"])
+def test_pets_trimaps_in_palette_rgb_or_rgba_are_read_as_their_index(tmp_path, mode):
+    _pets_tree(tmp_path)
+    ds = OxfordIIITPet(tmp_path, split="trainval", classes=3)
+    tri = np.array([[1, 2, 3], [3, 2, 1]], dtype=np.uint8)
+    path = ds.pairs[0][1]
+    if mode == "P":
+        im = Image.fromarray(tri, mode="L").convert("P")
+    else:
+        im = Image.fromarray(np.repeat(tri[..., None], len(mode), axis=2), mode=mode)
+    im.save(path)
+    assert ds[0][1].tolist() == [[0, 1, 2], [2, 1, 0]]
+
+
+@pytest.mark.parametrize("kw", [{"size": 0}, {"seed": -1}, {"n": 0}, {"size": 30}])
+def test_digit_scenes_refuse_bad_settings_at_construction(kw):
+    with pytest.raises(LipcertError):
+        DigitScenes(**kw)
