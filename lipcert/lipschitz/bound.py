@@ -16,6 +16,7 @@ import operator
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from tqdm.auto import tqdm
 
 from ..errors import LipcertError, LipschitzBoundError
 from ..model_state import eval_mode
@@ -176,7 +177,11 @@ def _output_bound(node: fx.Node, bounds: dict) -> float:
 
 
 def lipschitz_bound(
-    model: nn.Module, input_shape: tuple[int, ...] | None = None, *, bounds: dict | None = None
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    bounds: dict | None = None,
+    progress: bool = True,
 ) -> float:
     """A guaranteed upper bound on the l2 Lipschitz constant of ``input image -> whole logit map``.
 
@@ -191,6 +196,7 @@ def lipschitz_bound(
         input_shape: (C, H, W) of one input image, or None.
         bounds: ``{layer type: fn(module, in_hw) -> float}`` for this call only (the rules of
             :func:`lipcert.lipschitz.register_layer_bound`: no built-in entry is replaced).
+        progress: show a progress bar (on stderr) when the bound takes more than a second.
 
     Returns:
         L as a float (inflated by a relative 1e-6 for floating-point safety).
@@ -226,7 +232,8 @@ def lipschitz_bound(
         bounds: dict[fx.Node, float] = {}
         unknown: list[str] = []
         output = None
-        for node in graph.nodes:
+        nodes = tqdm(list(graph.nodes), desc="lipschitz_bound", delay=1.0, leave=False, disable=not progress)
+        for node in nodes:
             args = _tensor_args(node)
             prev = [bounds[a] for a in args if a in bounds]
             if node.op == "placeholder":
