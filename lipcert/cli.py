@@ -294,7 +294,8 @@ def _audit(args: argparse.Namespace) -> int:
 def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -> None:
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
-    p.add_argument("--size", type=_count, default=64, help="square resolution images are resized to")
+    p.add_argument("--size", type=_count, nargs="+", default=[64], metavar=("H", "W"),
+                   help="resolution images are resized to: H W, or one value for a square")  # fmt: skip
     p.add_argument("--lip", default="digits-lipunet", help="shipped model name or checkpoint .pt")
     p.add_argument("--twin", default="digits-twin-sigma025", help="shipped model name or checkpoint .pt")
     p.add_argument("--limit", type=_count, default=limit)
@@ -327,16 +328,28 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _make_dataset(name: str, split: str, n: int | None, size: int, seed: int, root: str | None):
+def _size(values) -> tuple[int, int]:
+    """``--size H W`` or ``--size S`` as (H, W)."""
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if len(values) not in (1, 2):
+        raise LipcertError(f"--size takes H W or one value, but got {values}.")
+    return (values[0], values[-1])
+
+
+def _make_dataset(name: str, split: str, n: int | None, size, seed: int, root: str | None):
     from .data import DigitScenes
 
+    h, w = _size(size)
     if name == "digits":
-        return DigitScenes(split, size=size, n=n or 1000, seed=seed)
+        if h != w:
+            raise LipcertError(f"--size: the digit scenes are square, but got {h} {w}.")
+        return DigitScenes(split, size=h, n=n or 1000, seed=seed)
     from .data import Cityscapes, OxfordIIITPet, TrainTransform
 
     if root is None:
         raise LipcertError(f"--root DIR is required for --dataset {name}.")
-    tf = TrainTransform((size, size), jitter=0.5, seed=seed) if split == "train" else None
+    size = (h, w)
+    tf = TrainTransform(size, jitter=0.5, seed=seed) if split == "train" else None
     if name == "pets":
         return OxfordIIITPet(root, split="trainval" if split == "train" else "test", size=size, transform=tf)
     return Cityscapes(root, split="train" if split == "train" else "val", size=size, transform=tf)
@@ -401,7 +414,8 @@ def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None)
-    p.add_argument("--size", type=_count, default=64)
+    p.add_argument("--size", type=_count, nargs="+", default=[64], metavar=("H", "W"),
+                   help="resolution images are resized to: H W, or one value for a square")  # fmt: skip
     p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
 
 

@@ -252,6 +252,8 @@ CLI_CASES = [
     ["demo", "--threads", "0"],
     ["demo", "--overhead-size", "-1", "4"],
     ["demo", "--lip", "no-such-model"],
+    ["demo", "--size", "64", "32"],
+    ["demo", "--size", "1", "2", "3"],
     ["demo", "--twin", "missing.pt"],
     ["demo", "--out", "/etc/passwd/sub"],
     ["compare", "--dataset", "pets"],
