@@ -123,6 +123,14 @@ def _check_out(out: str, option: str = "--out") -> None:
             raise LipcertError(f"{option} {out}: {p} exists and is not a folder.")
 
 
+def _check_classes(model, dataset, option: str) -> None:
+    """The model's class count (from its config) must be the dataset's, before anything runs."""
+    k_model = (getattr(model, "config", None) or {}).get("num_classes")
+    k_data = getattr(dataset, "num_classes", None)
+    if k_model is not None and k_data is not None and int(k_model) != int(k_data):
+        raise LipcertError(f"{option}: the model predicts {k_model} classes but the dataset has {k_data}.")
+
+
 def _check_data_args(args: argparse.Namespace) -> None:
     dataset = getattr(args, "dataset", None)
     if dataset in ("pets", "cityscapes"):
@@ -167,7 +175,10 @@ def _compare(args: argparse.Namespace) -> int:
         overhead_size=tuple(args.overhead_size) if all(args.overhead_size) else None,
         device=args.device,
     )
-    res = run_compare(_load_model(args.lip), _load_model(args.twin), dataset, cfg)
+    lip, twin = _load_model(args.lip), _load_model(args.twin)
+    _check_classes(lip, dataset, "--lip")
+    _check_classes(twin, dataset, "--twin")
+    res = run_compare(lip, twin, dataset, cfg)
     print(markdown(res))
     paths = write_outputs(res, args.out)
     print("\nfiles: " + ", ".join(f"{k}: {v}" for k, v in paths.items()))
@@ -190,6 +201,7 @@ def _certify(args: argparse.Namespace) -> int:
     _check_out(args.out)
     model = _load_model(args.model)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
+    _check_classes(model, dataset, "--model")
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     L = args.lipschitz if args.lipschitz is not None else lipschitz_bound(model, tuple(dataset[0][0].shape))
     source = "declared" if args.lipschitz is not None else "computed"
@@ -264,6 +276,7 @@ def _audit(args: argparse.Namespace) -> int:
     _check_out(args.out)
     model = _load_model(args.model)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
+    _check_classes(model, dataset, "--model")
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     batches = list(_batches(dataset, n, args.batch_size))
     rep = audit(

@@ -140,3 +140,11 @@ def test_version_and_defaults_in_help(capsys):
         main(["certify", "--help"])
     text = capsys.readouterr().out
     assert "(default: digits)" in text and "(default: lipcert_out/certify)" in text
+
+
+def test_a_model_whose_class_count_differs_from_the_dataset_is_refused(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = LipUNet(num_classes=3, in_channels=3, widths=[(8, 1)], stem=8, gain=8.0)
+    save_checkpoint(str(tmp_path / "k3.pt"), net, {})
+    code = main(["certify", "--model", str(tmp_path / "k3.pt"), "--limit", "1", "--out", str(tmp_path / "o")])
+    assert code == 2 and "predicts 3 classes but the dataset has 11" in capsys.readouterr().err
