@@ -395,7 +395,7 @@ def _function_bound(node: fx.Node, prev: list[float], unknown: list[str], facts=
         return prev[0] if prev else 0.0
     if not prev:
         return 0.0  # a function of constants only: a constant
-    special = functional_bound(node, prev[0], facts)
+    special = functional_bound(node, prev[0], facts) if len(prev) == 1 else None  # one image-dependent input
     if special is not None:
         if isinstance(special, str):
             unknown.append(f"{_source(node)} ({special})")

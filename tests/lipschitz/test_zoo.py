@@ -256,3 +256,12 @@ def test_registration_is_scoped_and_cannot_silently_override_a_refusal():
         unregister_layer_bound(Half)
     with pytest.raises(LipcertError, match="built-in"):
         unregister_layer_bound(nn.Conv2d)
+
+
+def test_a_function_of_two_image_dependent_inputs_is_not_bounded_as_one():
+    class Net(nn.Module):
+        def forward(self, x):
+            return torch.clamp(x, min=5.0 * x[..., :1])  # clamp by an image-dependent bound
+
+    with pytest.raises(LipschitzBoundError, match="clamp"):
+        lipschitz_bound(Net(), (1, 4, 4))
