@@ -248,7 +248,10 @@ def lipschitz_bound(
                 if factor is None:
                     unknown.append(_unknown_module(node.target, mod))
                     factor = math.nan
-                bounds[node] = factor * (prev[0] if prev else 0.0)
+                dependent = [b for b in prev if b != 0.0]  # a layer bound is a bound in its one input
+                if len(dependent) > 1:
+                    unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
+                bounds[node] = factor * (dependent[0] if dependent else 0.0)
             elif _is_metadata(node):
                 continue  # x.shape, x.size(1), ...: no tensor flows on
             else:

@@ -265,3 +265,20 @@ def test_a_function_of_two_image_dependent_inputs_is_not_bounded_as_one():
 
     with pytest.raises(LipschitzBoundError, match="clamp"):
         lipschitz_bound(Net(), (1, 4, 4))
+
+
+def test_a_registered_layer_called_on_two_image_dependent_inputs_is_refused():
+    class Pair(nn.Module):
+        def forward(self, a, b):
+            return a + 10 * b
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+
+        def forward(self, x):
+            return self.pair(x, x[..., :1, :1] * 1.0)
+
+    with pytest.raises(LipschitzBoundError, match="several image-dependent inputs"):
+        lipschitz_bound(Net(), (1, 4, 4), bounds={Pair: lambda m, hw: 1.0})
