@@ -155,7 +155,8 @@ def test_margin_ce_lowers_the_true_logit_by_kappa_value_and_gradient():
     (grad,) = torch.autograd.grad(loss, z)
     p = torch.softmax(shifted, 0)
     np.testing.assert_allclose(grad.flatten().numpy(), (p - torch.tensor([1.0, 0.0, 0.0])).numpy(), rtol=1e-5)
-    assert float(loss_fn(z, y, 0.0).detach()) < float(loss.detach())  # kappa keeps the loss up until the margin exceeds it
+    # kappa keeps the loss up until the margin exceeds it
+    assert float(loss_fn(z, y, 0.0).detach()) < float(loss.detach())
     ignored = loss_fn(z, torch.tensor([[[255]]]), 1.5)
     assert torch.isnan(ignored) or float(ignored) == 0.0
 
