@@ -69,11 +69,6 @@ def _check_abstain(abstain: int, mode: np.ndarray) -> None:
         )
 
 
-def _mode(counts: np.ndarray) -> np.ndarray:
-    """Per-pixel most frequent class of (K, P) counts (lowest class on ties)."""
-    return counts.argmax(0)
-
-
 def _certify_counts(mode, est, n, tau, alpha, sigma, correction, k, abstain, pixels, t_sampling):
     check_reachable(tau, n, pixels, alpha, correction, k)
     t0 = time.perf_counter()
