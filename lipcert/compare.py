@@ -59,6 +59,9 @@ class CompareConfig:
         for name in ("batch_size", "lip_batch", "timing_repeats"):
             check_positive(getattr(self, name), name, integer=True)
         check_positive(self.warmup, "warmup", integer=True, allow_zero=True)
+        if self.foreground is not None:
+            for c in self.foreground:
+                check_positive(c, "foreground", integer=True, allow_zero=True)
 
 
 SOURCE = "computed: lipcert.lipschitz_bound"

@@ -24,13 +24,14 @@ from lipcert.compare import CompareConfig
 from lipcert.data import DigitScenes
 from lipcert.data.transforms import EvalTransform, TrainTransform
 from lipcert.models import InputNormalization, LipNet, LipUNet
-from lipcert.smoothing import certify_counts, segcertify, segcertify_from_samples
+from lipcert.smoothing import AbstainMetrics, certify_counts, segcertify, segcertify_from_samples
 from lipcert.train import TrainConfig, train
 
 Z = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])  # (1, 2, 1, 2)
 T = torch.tensor([[[0, 0]]])
 NET = nn.Conv2d(1, 2, 1, bias=False)
 X = torch.rand(1, 1, 4, 4)
+_ONE = lambda m, hw: 1.0  # noqa: E731 - a layer bound for the registration cases
 
 
 def _cert(**kw):
@@ -199,7 +200,20 @@ CASES = [
     ("train nan lr", lambda: TrainConfig(lr=math.nan), ["lr"]),
     ("train class weights length", _tiny_train(epochs=1, class_weights=[1.0, 1.0]), ["class_weights"]),
     ("train non-finite loss", _tiny_train(epochs=1, tau=1e39), ["loss"]),
+    ("train negative margin", lambda: TrainConfig(loss="margin_ce", margin=-1.0), ["margin"]),
+    ("train float margin_warmup", lambda: TrainConfig(margin_warmup=2.5), ["margin_warmup"]),
+    ("metric lipschitz_source", lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, lipschitz_source=3),
+     ["lipschitz_source"]),  # fmt: skip
+    ("bound bounds not a dict", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds=[1]), ["bounds"]),
+    ("bound bounds bad key", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={"Conv2d": _ONE}),
+     ["register_layer_bound"]),  # fmt: skip
+    ("bound bounds override built-in", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={nn.Conv2d: _ONE}),
+     ["override=True"]),  # fmt: skip
+    ("abstain metrics abstain in range", lambda: AbstainMetrics(3, abstain=1), ["abstain"]),
+    ("abstain metrics labels out of range",
+     lambda: AbstainMetrics(3).update(np.full((1, 2, 2), 7), np.zeros((1, 2, 2), int)), ["labels"]),  # fmt: skip
     # --- comparison settings
+    ("compare foreground negative", lambda: CompareConfig(foreground=[-1]), ["foreground"]),
     ("compare alpha 2", lambda: CompareConfig(alpha=2.0), ["alpha"]),
     ("compare n0 zero", lambda: CompareConfig(n0=[0]), ["n0"]),
     ("compare eps negative", lambda: CompareConfig(eps=[-1.0]), ["eps"]),

@@ -217,6 +217,8 @@ def lipschitz_bound(
         raise LipschitzBoundError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
     _check_input_shape(input_shape)
     _check_model_state(model)
+    if bounds is not None and not isinstance(bounds, dict):
+        raise LipschitzBoundError(f"Expected `bounds` to be a dict {{type: fn}}, but got {type(bounds).__name__}.")
     with layer_bounds(bounds or {}), eval_mode(model):
         root = nn.Sequential(model)  # so that a model that is itself a known layer stays a leaf
         try:
