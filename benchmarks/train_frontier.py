@@ -17,8 +17,8 @@ import torch
 
 from lipcert.data import DigitScenes
 from lipcert.models import build_model
-from lipcert.recipes import get_recipe
-from lipcert.train import train
+from lipcert.training import train
+from lipcert.training.recipes import get_recipe
 
 SETTINGS = {
     "tau16": dict(loss="tau_ce", tau=16.0),

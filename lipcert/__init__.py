@@ -4,14 +4,14 @@ One forward pass of an L-Lipschitz network gives, for every radius eps, the wors
 over all l2 perturbations of norm <= eps (Q1) and the smallest eps reaching a metric level (Q2).
 """
 
-from .accumulate import CertifiedMetric
-from .certificate import Certificate
 from .certify import METRICS, certified_radius, certify, certify_logits
-from .costs import flip_costs, margins, pixel_radius, targeted_costs
-from .errors import LipcertError, LipcertWarning, LipschitzBoundError, SolverError
+from .core.certificate import Certificate
+from .core.errors import LipcertError, LipcertWarning, LipschitzBoundError, SolverError
 from .lipschitz import lipschitz_bound, lipschitz_lower_bound
-from .metrics.joint import joint_miou
-from .metrics.weighted import certify_weighted
+from .metrics.certified import CertifiedMetric
+from .worst_case.costs import flip_costs, margins, pixel_radius, targeted_costs
+from .worst_case.joint import joint_miou
+from .worst_case.weighted import certify_weighted
 
 __all__ = [
     "METRICS",
@@ -35,6 +35,6 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-from .threads import start_numba_threads as _start_numba_threads  # noqa: E402
+from .kernels.threads import start_numba_threads as _start_numba_threads  # noqa: E402
 
 _start_numba_threads()

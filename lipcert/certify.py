@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import (
+from .core.certificate import Certificate
+from .core.checks import (
     check_choice,
     check_eps,
     check_ignore_index,
@@ -16,13 +17,13 @@ from ._checks import (
     check_no_options,
     check_target,
 )
-from .certificate import Certificate
-from .costs import top2
-from .errors import LipcertError, LipschitzBoundError
+from .core.errors import LipcertError, LipschitzBoundError
+from .core.model_state import eval_mode
 from .lipschitz import export_plain, lipschitz_bound
-from .metrics.iou import build_iou_problem, iou_per_image, mean_over_classes
-from .metrics.miou_split import split_miou
-from .metrics.unit import (
+from .worst_case.costs import top2
+from .worst_case.iou import build_iou_problem, iou_per_image, mean_over_classes
+from .worst_case.miou_split import split_miou
+from .worst_case.unit import (
     PER_CLASS_UNIT,
     UNIT_METRICS,
     UnitEvaluation,
@@ -31,7 +32,6 @@ from .metrics.unit import (
     unit_counts,
     unit_radius,
 )
-from .model_state import eval_mode
 
 IOU_METRICS = ("iou", "miou")
 METRICS = UNIT_METRICS + IOU_METRICS

@@ -7,8 +7,8 @@ import math
 import sys
 from pathlib import Path
 
-from .config import EPS_RANGE, LIPSCHITZ_RANGE
-from .errors import LipcertError, SolverError
+from .core.config import EPS_RANGE, LIPSCHITZ_RANGE
+from .core.errors import LipcertError, SolverError
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -150,8 +150,8 @@ def _load_model(name_or_path: str):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import CompareConfig, run_compare
-    from .compare_report import markdown, write_outputs
+    from .compare.report import markdown, write_outputs
+    from .compare.run import CompareConfig, run_compare
 
     if any(v < 0 for v in args.overhead_size) or (0 in args.overhead_size and any(args.overhead_size)):
         raise LipcertError(f"--overhead-size: expected two sizes > 0 (or 0 0 to skip), but got {args.overhead_size}.")
@@ -160,7 +160,7 @@ def _compare(args: argparse.Namespace) -> int:
     _check_data_args(args)
     _check_out(args.out)
     if args.threads:
-        from .threads import set_threads
+        from .kernels.threads import set_threads
 
         set_threads(args.threads)
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
@@ -270,7 +270,7 @@ def _audit(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .audit import audit
+    from .audit.run import audit
 
     _check_model_arg(args.model, "--model")
     _check_data_args(args)
@@ -376,8 +376,8 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .models import build_model
-    from .recipes import RECIPES, get_recipe
-    from .train import train
+    from .training.loop import train
+    from .training.recipes import RECIPES, get_recipe
 
     if args.recipe not in RECIPES:
         raise LipcertError(f"--recipe: unknown recipe {args.recipe!r}; available: {sorted(RECIPES)}.")
@@ -386,7 +386,7 @@ def _train(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise LipcertError(f"--out {args.out}: is a folder; give the checkpoint file path (.pt).")
     if args.threads:
-        from .threads import set_threads
+        from .kernels.threads import set_threads
 
         set_threads(args.threads)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}

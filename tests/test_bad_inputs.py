@@ -25,7 +25,7 @@ from lipcert.data import DigitScenes
 from lipcert.data.transforms import EvalTransform, TrainTransform
 from lipcert.models import InputNormalization, LipNet, LipUNet
 from lipcert.smoothing import AbstainMetrics, certify_counts, segcertify, segcertify_from_samples
-from lipcert.train import TrainConfig, train
+from lipcert.training import TrainConfig, train
 
 Z = torch.tensor([[[[3.0, 1.0]], [[0.0, 0.0]]]])  # (1, 2, 1, 2)
 T = torch.tensor([[[0, 0]]])

@@ -1,4 +1,4 @@
-import naive
+import brute_force
 import numpy as np
 import pytest
 import torch
@@ -30,7 +30,7 @@ def test_pixel_accuracy_equals_brute_force(problem):
     cert = certify_logits(logits, EPS, "pixel_accuracy", target, lipschitz=L)
     t = target.ravel()
     for j, e in enumerate(EPS):
-        bf = naive.brute_force(logits[0], e, L, lambda lab: naive.pixel_accuracy(lab, t))
+        bf = brute_force.brute_force(logits[0], e, L, lambda lab: brute_force.pixel_accuracy(lab, t))
         np.testing.assert_allclose(cert.worst[0, j], bf, equal_nan=True)
 
 
@@ -40,7 +40,7 @@ def test_stability_equals_brute_force(problem):
     cert = certify_logits(logits, EPS, "stability", lipschitz=L)
     pred = logits[0].reshape(logits.shape[1], -1).argmax(0)
     for j, e in enumerate(EPS):
-        bf = naive.brute_force(logits[0], e, L, lambda lab: float((lab == pred).mean()))
+        bf = brute_force.brute_force(logits[0], e, L, lambda lab: float((lab == pred).mean()))
         np.testing.assert_allclose(cert.worst[0, j], bf)
 
 
@@ -52,7 +52,7 @@ def test_recall_and_fnr_equal_brute_force(problem):
     t = target.ravel()
     for c in range(logits.shape[1]):
         for j, e in enumerate(EPS):
-            bf = naive.brute_force(logits[0], e, L, lambda lab, c=c: naive.recall(lab, t, c))
+            bf = brute_force.brute_force(logits[0], e, L, lambda lab, c=c: brute_force.recall(lab, t, c))
             np.testing.assert_allclose(rec.worst[0, j, c], bf, equal_nan=True)
             np.testing.assert_allclose(fnr.worst[0, j, c], 1.0 - bf, equal_nan=True)
 
@@ -65,7 +65,7 @@ def test_q2_radius_is_the_smallest_reaching_eps(problem, level):
     if np.isnan(r):
         assert (t == 255).all()
         return
-    bf_at = lambda e: naive.brute_force(logits[0], e, L, lambda lab: naive.pixel_accuracy(lab, t))  # noqa: E731
+    bf_at = lambda e: brute_force.brute_force(logits[0], e, L, lambda lab: brute_force.pixel_accuracy(lab, t))  # noqa: E731
     if np.isinf(r):
         assert bf_at(100.0) > level
         return

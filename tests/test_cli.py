@@ -8,7 +8,7 @@ import torch
 from lipcert.cli import main
 from lipcert.compare import CompareConfig
 from lipcert.models import LipUNet, load_checkpoint
-from lipcert.train import save_checkpoint
+from lipcert.training import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Certificates at the ends of float64, checked in exact rational arithmetic (fractions).
 
-Within the certified range (lipcert.config) every answer must be sound (never better than the exact
+Within the certified range (lipcert.core.config) every answer must be sound (never better than the exact
 optimum for the budget eps**2) and exact up to the documented slack (never worse than the exact optimum
 for eps**2 * (1 + 2e-9)); at eps = 0 exactly the ties are flippable. Outside the range the input is
 refused with a LipcertError, and no finite input may crash the process.
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import lipcert
 from lipcert import LipcertError
-from lipcert.config import COST_REL_SLACK, EPS_RANGE, LIPSCHITZ_RANGE, LOGIT_LIMIT
+from lipcert.core.config import COST_REL_SLACK, EPS_RANGE, LIPSCHITZ_RANGE, LOGIT_LIMIT
 
 SLACK_HI = Fraction(1) + Fraction(2 * COST_REL_SLACK)
 

@@ -7,12 +7,13 @@ import lipcert
 
 ROOT = Path(lipcert.__file__).parent
 RANK = {
-    "errors": 0, "config": 0, "_checks": 0, "certificate": 0, "model_state": 0,
-    "kernels": 1, "costs": 1, "solvers": 1, "threads": 2,
-    "metrics": 2, "lipschitz": 2,
-    "certify": 3, "accumulate": 3,
-    "models": 4, "smoothing": 4, "data": 4, "train": 4, "recipes": 4, "attacks": 4,
-    "audit": 5, "compare": 6, "compare_report": 6, "cli": 7, "__init__": 7,
+    "core": 0,
+    "kernels": 1, "solvers": 1,
+    "worst_case": 2, "lipschitz": 2,
+    "metrics": 3, "certify": 3,
+    "models": 4, "smoothing": 4, "data": 4, "training": 4, "attacks": 4,
+    "audit": 5, "compare": 5,
+    "cli": 6, "__init__": 6,
 }  # fmt: skip
 
 

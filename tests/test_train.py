@@ -6,7 +6,7 @@ from deel import torchlip
 from lipcert import LipcertError, lipschitz_bound
 from lipcert.data import DigitScenes
 from lipcert.models import LipUNet, load_checkpoint
-from lipcert.train import TrainConfig, evaluate, recalibrate_centering, train
+from lipcert.training import TrainConfig, evaluate, recalibrate_centering, train
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_evaluate_reports_pooled_miou(scenes):
 
 def test_every_recipe_builds_its_model_and_names_its_data():
     from lipcert.models import build_model
-    from lipcert.recipes import RECIPES, get_recipe
+    from lipcert.training.recipes import RECIPES, get_recipe
 
     for name in RECIPES:
         recipe = get_recipe(name, epochs=1)
@@ -142,7 +142,7 @@ def test_pgd_adversarial_training_and_pir_at_initialisation(scenes, tmp_path):
 
 
 def test_margin_ce_lowers_the_true_logit_by_kappa_value_and_gradient():
-    from lipcert.train import _loss_fn  # noqa: PLC2701 - the module's own loss factory, tested directly
+    from lipcert.training.loop import _loss_fn  # noqa: PLC2701 - the module's own loss factory, tested directly
 
     cfg = TrainConfig(loss="margin_ce", tau=2.0, margin=1.5)
     loss_fn = _loss_fn(cfg, ignore_index=255)

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..errors import LipcertError
-from ..model_state import eval_mode
+from ..core.errors import LipcertError
+from ..core.model_state import eval_mode
 from .losses import get_loss, pixel_accuracy
 
 NORMS = ("l2", "linf")

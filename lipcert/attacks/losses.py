@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 
 
 def _valid(labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..errors import LipcertError
-from ..model_state import eval_mode
+from ..core.errors import LipcertError
+from ..core.model_state import eval_mode
 from .apgd import batch_norms, check_within, project
 from .losses import pixel_accuracy
 

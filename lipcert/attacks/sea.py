@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..metrics.confusion import confusion_matrix, iou_from_confusion
-from ..model_state import eval_mode
+from ..core.model_state import eval_mode
+from ..worst_case.confusion import confusion_matrix, iou_from_confusion
 from .apgd import APGD, check_within
 from .losses import pixel_accuracy
 from .margin import MarginAttack

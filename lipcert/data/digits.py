@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 
 NUM_CLASSES = 11  # 0 = background, 1 + d for digit d
 IGNORE_INDEX = 255

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 
 
 def _open(path: Path, what: str):

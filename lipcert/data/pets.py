@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 from .files import PairDataset, require_dir
 from .transforms import EvalTransform
 

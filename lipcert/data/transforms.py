@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 
 
 def check_size(size, name: str = "size") -> tuple[int, int]:

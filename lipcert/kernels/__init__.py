@@ -1,6 +1,6 @@
 """numba kernels: pure functions over numpy arrays, compiled with ``cache=True``.
 
-Each kernel has a numpy twin of the same name in :mod:`lipcert.kernels.twins`, used by the tests to
+Each kernel has a numpy twin of the same name in :mod:`reference`, used by the tests to
 check that both give identical numbers. Segments ("CSR" layout): group ``g`` owns
 ``values[offsets[g]:offsets[g + 1]]``.
 """

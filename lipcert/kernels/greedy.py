@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..config import NUMBA_FLAGS
+from ..core.config import NUMBA_FLAGS
 from .margins import PIXELS_PER_BLOCK, TILE, pair_cost, top2_tile
 
 _ITEMS_PER_BIN = 4  # bins per group = pixels per block / (4 G): a few items per bin
@@ -186,7 +186,7 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
         correct_only: as in :func:`unit_candidates`.
         lipschitz: as in :func:`unit_candidates`.
         eps: float64 (E,) radii >= 0 (l2, [0,1] pixel units); the budgets are ``eps**2 * (1 + slack)``.
-        slack: relative slack of every budget comparison (``lipcert.config.COST_REL_SLACK``).
+        slack: relative slack of every budget comparison (``lipcert.core.config.COST_REL_SLACK``).
         complement: report ``1 - num / den`` (fnr) instead of ``num / den``.
 
     Returns:

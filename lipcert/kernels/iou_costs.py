@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..config import NUMBA_FLAGS
+from ..core.config import NUMBA_FLAGS
 from .greedy import bin_of, bin_scale
 from .margins import pair_cost
 

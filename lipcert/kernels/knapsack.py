@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..config import NUMBA_FLAGS
+from ..core.config import NUMBA_FLAGS
 
 
 @njit(**NUMBA_FLAGS)

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..config import NUMBA_FLAGS
+from ..core.config import NUMBA_FLAGS
 
 PIXELS_PER_BLOCK = 4096  # pixels per parallel job (images up to this size: one image per job)
 TILE = 512  # pixels whose running top-2 stays in L1 while the classes stream past
-_OVERFLOW_SCALE = 2.0**863  # |v| * 2**863 overflows to inf for |v| >= 2**161: LOGIT_LIMIT of lipcert.config
+_OVERFLOW_SCALE = 2.0**863  # |v| * 2**863 overflows to inf for |v| >= 2**161: LOGIT_LIMIT of lipcert.core.config
 
 
 @njit(**NUMBA_FLAGS)
 def pair_cost(diff, inv):
     """Cost ``(diff * inv)**2 / 2`` of a logit difference ``diff >= 0`` (``inv = 1 / L``).
 
-    Scaled before squaring, so that no intermediate overflows in the certified range (lipcert.config).
+    Scaled before squaring, so that no intermediate overflows in the certified range (lipcert.core.config).
     A positive difference whose square underflows to 0 costs the smallest positive float instead: a
     pixel is free (cost 0) exactly on a tie, and the round-up (< 5e-324 per pixel) is far inside the
     budget slack at every radius >= EPS_MIN.

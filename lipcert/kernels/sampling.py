@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..config import NUMBA_FLAGS
+from ..core.config import NUMBA_FLAGS
 
 
 @njit(parallel=True, **NUMBA_FLAGS)

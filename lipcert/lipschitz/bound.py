@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from tqdm.auto import tqdm
 
-from ..errors import LipcertError, LipschitzBoundError
-from ..model_state import eval_mode
+from ..core.errors import LipcertError, LipschitzBoundError
+from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
 from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_images, check_positive
+from ..core.checks import check_images, check_positive
 from .export import export_plain
 
 

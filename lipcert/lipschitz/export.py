@@ -14,8 +14,8 @@ import torch
 from deel import torchlip
 from torch import nn
 
-from ..errors import LipschitzBoundError
-from ..model_state import eval_mode
+from ..core.errors import LipschitzBoundError
+from ..core.model_state import eval_mode
 from .layer_bounds import adds_behaviour
 
 

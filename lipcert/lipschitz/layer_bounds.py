@@ -12,7 +12,7 @@ from orthogonium.layers.custom_activations import MaxMin as OrthoMaxMin
 from orthogonium.layers.normalization import BatchCentering2D, LayerCentering2D
 from torch import nn
 
-from ..errors import LipcertError, LipschitzBoundError
+from ..core.errors import LipcertError, LipschitzBoundError
 from .activations import CONSTANT_MODULES, elu_constant, prelu_constant, resize_bound
 from .operator_norms import (
     axis_matrix,

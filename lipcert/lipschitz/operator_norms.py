@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import LipschitzBoundError
+from ..core.errors import LipschitzBoundError
 
 _SAFE_PADDING = ("zeros", "circular", "replicate")
 # Blocks whose cheap bound is within this relative margin of the largest exact eigenvalue found are not

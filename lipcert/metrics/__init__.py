@@ -1,1 +1,6 @@
-"""Metric families: each turns flip costs into worst-case values of one kind of metric."""
+"""Stateful metrics: accumulators of certificates over batches and datasets."""
+
+from .abstain import AbstainMetrics
+from .certified import CertifiedMetric
+
+__all__ = ["AbstainMetrics", "CertifiedMetric"]

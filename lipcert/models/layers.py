@@ -18,7 +18,7 @@ from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d, AdaptiveOrthoConvTr
 from orthogonium.layers.custom_activations import MaxMin
 from torch import nn
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 from ..lipschitz import register_layer_bound
 
 PARAMETRIZATIONS = ("aoc", "spectral", "plain")

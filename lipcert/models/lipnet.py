@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 from .layers import InputNormalization, ScaledConcat, block, check_input_size, check_parametrization, conv, up_conv
 
 torch.fx.wrap("check_input_size")  # a leaf call when traced (fx wraps by name in the calling module)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 from ..lipschitz.export import export_plain
 from .lipnet import LipNet, LipUNet
 
@@ -30,11 +30,11 @@ def build_model(config: dict) -> nn.Module:
 def load_checkpoint(path: str | os.PathLike) -> nn.Module:
     """Load a lipcert checkpoint (``torch.load(weights_only=True)``) as a model in eval mode.
 
-    Exported checkpoints (the default of :func:`lipcert.train.save_checkpoint`) come back with plain
+    Exported checkpoints (the default of :func:`lipcert.training.save_checkpoint`) come back with plain
     frozen layers: the Lipschitz bound is computed on exactly these weights.
 
     Args:
-        path: a ``.pt`` file written by :func:`lipcert.train.save_checkpoint`.
+        path: a ``.pt`` file written by :func:`lipcert.training.save_checkpoint`.
 
     Returns:
         The model (eval mode) with ``.config`` and ``.meta`` attributes.

@@ -1,6 +1,6 @@
 """The randomized-smoothing baseline SegCertify (Fischer et al., ICML 2021)."""
 
-from .metrics import AbstainMetrics
+from ..metrics.abstain import AbstainMetrics
 from .segcertify import SmoothingResult, certify_counts, sample_counts, segcertify, segcertify_from_samples
 from .stats import (
     check_reachable,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_images, check_positive
-from ..errors import LipcertError
+from ..core.checks import check_choice, check_images, check_positive
+from ..core.errors import LipcertError
+from ..core.model_state import eval_mode
 from ..kernels import mode_and_count
-from ..model_state import eval_mode
 from .stats import CORRECTIONS, check_reachable, pvalue_table, radius, reject
 
 

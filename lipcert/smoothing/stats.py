@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy.stats import binom, norm
 
-from ..errors import LipcertError
+from ..core.errors import LipcertError
 
 CORRECTIONS = ("holm", "bonferroni", "kfwer")
 

@@ -26,8 +26,8 @@ from functools import reduce
 
 import numpy as np
 
-from ..config import SOLVER_COST_RESOLUTION
-from ..errors import LipcertError
+from ..core.config import SOLVER_COST_RESOLUTION
+from ..core.errors import LipcertError
 from ..kernels import pair_costs
 
 _MAX_LCM = 2**40

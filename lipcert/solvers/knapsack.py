@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ..config import SOLVER_COST_RESOLUTION
-from ..errors import SolverError
+from ..core.config import SOLVER_COST_RESOLUTION
+from ..core.errors import SolverError
 
 _VALUE_RESOLUTION = 10**6
 

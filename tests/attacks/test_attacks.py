@@ -7,7 +7,7 @@ from lipcert.attacks import APGD, SEA, MarginAttack, check_within, class_weights
 from lipcert.attacks.sea import confusions_of, worst_case_miou
 from lipcert.data import DigitScenes
 from lipcert.models import LipUNet
-from lipcert.train import TrainConfig, train
+from lipcert.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_greedy_worst_case_miou_is_below_every_single_attack():
     rng = np.random.default_rng(0)
     conf = rng.integers(0, 20, size=(3, 6, 4, 4))
     value, choice = worst_case_miou(conf)
-    from lipcert.metrics.confusion import iou_from_confusion
+    from lipcert.worst_case.confusion import iou_from_confusion
 
     singles = [np.nanmean(iou_from_confusion(conf[a].sum(0))) for a in range(3)]
     assert value <= min(singles) + 1e-12 and choice.shape == (6,)

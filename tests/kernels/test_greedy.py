@@ -1,11 +1,12 @@
-"""The two-pass greedy (candidates + histograms, then flip counts) against its numpy twins."""
+"""The two-pass greedy (candidates + histograms, then flip counts) against its numpy reference."""
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lipcert.kernels import grouped_flip_counts, twins, unit_candidates, unit_certificate
+from lipcert.kernels import grouped_flip_counts, unit_candidates, unit_certificate
 
 
 def _assert_candidates_equal(got, ref):
@@ -22,16 +23,18 @@ def _both(logits, target, per_class, correct_only, lipschitz, eps, complement=Fa
     budgets = eps * eps * (1 + 1e-9)
     cap = float(budgets.max())
     got = unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
-    ref = twins.unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
+    ref = reference.unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
     _assert_candidates_equal(got, ref)
     b, k = logits.shape[:2]
     g = k if per_class else 1
     flips = grouped_flip_counts(*got[1:5], b, g, budgets, cap)
-    flips_ref = twins.grouped_flip_counts(*ref[1:5], b, g, budgets, cap)
+    flips_ref = reference.grouped_flip_counts(*ref[1:5], b, g, budgets, cap)
     for x, y in zip(flips, flips_ref, strict=True):
         np.testing.assert_array_equal(x, y)
     fused = unit_certificate(logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement)
-    fused_ref = twins.unit_certificate(logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement)
+    fused_ref = reference.unit_certificate(
+        logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement
+    )
     for x, y in zip(fused, fused_ref, strict=True):
         np.testing.assert_array_equal(x, y)
     clean = got[5][:, :, None]
@@ -64,8 +67,8 @@ def test_several_blocks_and_tiles_equal_the_twin(per_class, dtype):
     budgets = eps * eps * (1 + 1e-9)
     got, (joint, single) = _both(logits, target, per_class, True, 0.5, eps)
     # and against a direct sort of every group's costs
-    cost = twins.top2_margin(logits)[1] ** 2 * 2.0  # L = 0.5
-    np.testing.assert_allclose(got[0], twins.top2_margin(logits)[1] / (np.sqrt(2) * 0.5))
+    cost = reference.top2_margin(logits)[1] ** 2 * 2.0  # L = 0.5
+    np.testing.assert_allclose(got[0], reference.top2_margin(logits)[1] / (np.sqrt(2) * 0.5))
     correct = (logits.argmax(1) == target) & (target != 255)
     for i in range(b):
         for g in range(k if per_class else 1):
@@ -89,7 +92,7 @@ def test_bad_inputs_are_flagged():
     logits = np.zeros((1, 2, 5), dtype=np.float32)
     target = np.array([[0, 1, 2, 255, 0]])  # label 2 is out of range for K = 2
     assert unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
-    assert twins.unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
+    assert reference.unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
     eps = np.array([1.0])
     assert unit_certificate(logits, target, 255, False, True, 1.0, eps, 0.0, False)[-1] is False
     logits[0, 1, 3] = np.nan  # on an ignored pixel: still refused

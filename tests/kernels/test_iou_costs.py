@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lipcert.kernels import iou_costs, top2_margin, twins
+from lipcert.kernels import iou_costs, top2_margin
 
 
 def _inputs(rng, b, k, n, dtype, ignore):
@@ -23,7 +24,7 @@ def test_kernel_equals_numpy_twin(b, k, n, seed, none_ignored):
     logits, pred, margin, target = _inputs(rng, b, k, n, np.float32, ignore)
     for budgets in ([0.0], [2.0, 0.5], [100.0, 0.0, 3.0]):
         got = iou_costs(logits, pred, margin, target, ignore, 0.5, np.array(budgets))
-        ref = twins.iou_costs(logits, pred, margin, target, ignore, 0.5, np.array(budgets))
+        ref = reference.iou_costs(logits, pred, margin, target, ignore, 0.5, np.array(budgets))
         for x, y in zip(got, ref, strict=True):
             np.testing.assert_array_equal(x, y)
 
@@ -37,7 +38,7 @@ def test_large_image_and_float_logits(dtype):
     target[:, :7] = 255
     budgets = np.array([0.6, 0.01, 0.2])
     got = iou_costs(logits, pred, margin, target, 255, 0.125, budgets)
-    ref = twins.iou_costs(logits, pred, margin, target, 255, 0.125, budgets)
+    ref = reference.iou_costs(logits, pred, margin, target, 255, 0.125, budgets)
     for x, y in zip(got, ref, strict=True):
         np.testing.assert_array_equal(x, y)
     offsets, costs, prefix = got[3], got[4], got[5]
@@ -57,6 +58,6 @@ def test_hull_kernel_equals_frontier_then_python_hull(b, k, n, seed):
     budgets = np.array([0.0, 0.3, 1.0, 5.0])
     tpo, _, tpp, fpo, _, fpp, *_ = iou_costs(logits, pred, margin, target, 255, 0.5, budgets)
     points, sizes = iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
-    ref_points, ref_sizes = twins.iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
+    ref_points, ref_sizes = reference.iou_hulls(tpo, tpp, fpo, fpp, budgets, b, k)
     np.testing.assert_array_equal(sizes, ref_sizes)
     np.testing.assert_array_equal(points, ref_points)

@@ -59,7 +59,7 @@ def test_checkpoints_never_unpickle_code(tmp_path):
 
     from lipcert import LipcertError
     from lipcert.models import load_checkpoint
-    from lipcert.train import TrainConfig, train
+    from lipcert.training import TrainConfig, train
 
     marker = tmp_path / "pwned"
 

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_eps, check_positive
-from .accumulate import CertifiedMetric
-from .certify import certify_logits
-from .errors import LipcertError
-from .lipschitz import lipschitz_bound
-from .model_state import eval_mode
-from .smoothing import AbstainMetrics, certify_counts, sample_counts, tau_ceiling, tau_for_radius
+from ..certify import certify_logits
+from ..core.checks import check_eps, check_positive
+from ..core.errors import LipcertError
+from ..core.model_state import eval_mode
+from ..lipschitz import lipschitz_bound
+from ..metrics.certified import CertifiedMetric
+from ..smoothing import AbstainMetrics, certify_counts, sample_counts, tau_ceiling, tau_for_radius
 
 
 @dataclass

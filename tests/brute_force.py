@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from lipcert.config import COST_REL_SLACK
+from lipcert.core.config import COST_REL_SLACK
 
 
 def assignment_costs(logits: np.ndarray, lipschitz: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,18 @@
 import itertools
 
-import naive
+import brute_force
 import numpy as np
 import pytest
+import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import upper_hull
 from test_certify import tiny_problem
 
 from lipcert import CertifiedMetric, certify_logits, joint_miou
-from lipcert.kernels import iou_worst, twins
-from lipcert.kernels.twins import upper_hull
-from lipcert.metrics.iou import dinkelbach_min_ratio
+from lipcert.kernels import iou_worst
+from lipcert.worst_case.iou import dinkelbach_min_ratio
 
 EPS = [0.0, 0.4, 1.0, 2.0]
 
@@ -23,7 +24,7 @@ def test_per_image_iou_equals_brute_force(problem):
     t = target.ravel()
     for c in range(logits.shape[1]):
         for j, e in enumerate(EPS):
-            bf = naive.brute_force(logits[0], e, L, lambda lab, c=c: naive.iou(lab, t, c))
+            bf = brute_force.brute_force(logits[0], e, L, lambda lab, c=c: brute_force.iou(lab, t, c))
             np.testing.assert_allclose(cert.worst[0, j, c], bf, equal_nan=True)
     assert np.all((cert.naive <= cert.worst) | np.isnan(cert.worst))
 
@@ -36,12 +37,12 @@ def test_miou_bound_is_below_the_joint_brute_force_optimum(problem):
     k = logits.shape[1]
 
     def miou(lab):
-        vals = [naive.iou(lab, t, c) for c in range(k)]
+        vals = [brute_force.iou(lab, t, c) for c in range(k)]
         vals = [v for v in vals if not np.isnan(v)]
         return float(np.mean(vals)) if vals else float("nan")
 
     for j, e in enumerate(EPS):
-        bf = naive.brute_force(logits[0], e, L, miou)
+        bf = brute_force.brute_force(logits[0], e, L, miou)
         if np.isnan(bf):
             assert np.isnan(cert.worst[0, j])
         else:
@@ -58,7 +59,7 @@ def test_iou_kernel_equals_twin(n_tp, n_fp, seed):
     union0 = tp0 + rng.integers(0, 5, size=1)
     budgets = np.array([0.0, 0.5, 2.0, 10.0])
     got = iou_worst(off_t, tp, off_f, fp, tp0, union0, budgets)
-    ref = twins.iou_worst(off_t, tp, off_f, fp, tp0, union0, budgets)
+    ref = reference.iou_worst(off_t, tp, off_f, fp, tp0, union0, budgets)
     for x, y in zip(got, ref, strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -114,7 +115,7 @@ def test_pooled_iou_equals_enumeration_over_image_frontiers(seed):
             for i in range(3):
                 t = target[i].ravel()
                 opts = set()
-                for lab in naive.affordable_assignments(logits[i], e, 1.0):
+                for lab in brute_force.affordable_assignments(logits[i], e, 1.0):
                     inter = int(((lab == c) & (t == c)).sum())
                     union = int(((lab == c) | (t == c)).sum())
                     opts.add((inter, union))

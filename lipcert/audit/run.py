@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_eps, check_ignore_index, check_images, check_lipschitz
-from .accumulate import CertifiedMetric
-from .attacks import SEA
-from .attacks.apgd import check_within
-from .attacks.sea import confusions_of, worst_case_miou
-from .certify import certify_logits
-from .errors import LipcertError
-from .lipschitz import export_plain, lipschitz_bound
+from ..attacks import SEA
+from ..attacks.apgd import check_within
+from ..attacks.sea import confusions_of, worst_case_miou
+from ..certify import certify_logits
+from ..core.checks import check_eps, check_ignore_index, check_images, check_lipschitz
+from ..core.errors import LipcertError
+from ..lipschitz import export_plain, lipschitz_bound
+from ..metrics.certified import CertifiedMetric
 
 
 @dataclass

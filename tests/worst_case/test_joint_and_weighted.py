@@ -1,19 +1,20 @@
-import naive
+import brute_force
 import numpy as np
 import pytest
+import reference
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_certify import tiny_problem
 
 from lipcert import certify_logits, certify_weighted, joint_miou
-from lipcert.kernels import dantzig_bound, twins
+from lipcert.kernels import dantzig_bound
 
 EPS = [0.0, 0.5, 1.2]
 
 
 def _miou(lab, t, k):
-    vals = [naive.iou(lab, t, c) for c in range(k)]
+    vals = [brute_force.iou(lab, t, c) for c in range(k)]
     vals = [v for v in vals if not np.isnan(v)]
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -26,7 +27,7 @@ def test_joint_miou_equals_brute_force_and_dominates_the_mean_bound(problem):
     bound = certify_logits(logits, EPS, "miou", target, lipschitz=L).worst
     t, k = target.ravel(), logits.shape[1]
     for j, e in enumerate(EPS):
-        bf = naive.brute_force(logits[0], e, L, lambda lab: _miou(lab, t, k))
+        bf = brute_force.brute_force(logits[0], e, L, lambda lab: _miou(lab, t, k))
         if np.isnan(bf):
             assert np.isnan(cert.worst[0, j])
             continue
@@ -62,7 +63,7 @@ def test_weighted_exact_equals_brute_force_and_dantzig_is_below(problem, class_w
         if total == 0:
             assert np.isnan(exact.worst[0, j])
             continue
-        bf = naive.brute_force(logits[0], e, L, lambda lab: float((pw * (lab == t)).sum() / total))
+        bf = brute_force.brute_force(logits[0], e, L, lambda lab: float((pw * (lab == t)).sum() / total))
         assert exact.worst[0, j] == pytest.approx(bf, abs=1e-9)
         assert frac.worst[0, j] <= exact.worst[0, j] + 1e-12
     assert frac.status in ("bound", "exact") and exact.status == "exact"
@@ -90,7 +91,7 @@ def test_dantzig_kernel_equals_twin_and_bounds_the_01_optimum(n, seed):
     values = np.round(rng.exponential(size=n) * 3, 1)
     budgets = np.array([0.0, 0.5, 2.0, 100.0])
     got = dantzig_bound(costs, values, budgets)
-    np.testing.assert_allclose(got, twins.dantzig_bound(costs, values, budgets))
+    np.testing.assert_allclose(got, reference.dantzig_bound(costs, values, budgets))
     if n <= 10:
         for j, b in enumerate(budgets):
             best = 0.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_ignore_index, check_positive
-from ..errors import LipcertError
-from ..metrics.confusion import confusion_matrix, iou_from_confusion
-from .worst_case import abstain_counts, worst_case_miou
+from ..core.checks import check_ignore_index, check_positive
+from ..core.errors import LipcertError
+from ..worst_case.confusion import confusion_matrix, iou_from_confusion
+from ..worst_case.smoothed import abstain_counts, worst_case_miou
 
 
 class AbstainMetrics:
@@ -18,7 +18,7 @@ class AbstainMetrics:
     - ``certified_map_miou_*``: the mIoU of the certified map at the clean input, an abstained pixel being
       a false negative of its true class and no class's false positive (optimistic: not a worst case);
     - ``worst_case_miou_*``: the minimum over every assignment of the abstained pixels to classes (the
-      guarantee covers non-abstained pixels only), exact (:mod:`lipcert.smoothing.worst_case`).
+      guarantee covers non-abstained pixels only), exact (:mod:`lipcert.worst_case.smoothed`).
 
     ``*_micro`` pools pixels over all images, ``*_macro`` averages per-image values.
 

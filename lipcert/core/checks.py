@@ -109,7 +109,7 @@ def check_eps(eps, name: str = "eps") -> np.ndarray:
 
     Raises:
         LipcertError: not a number / sequence of numbers, empty, NaN, negative, or outside the range that
-            float64 certifies exactly (lipcert.config).
+            float64 certifies exactly (lipcert.core.config).
     """
     if isinstance(eps, (list, tuple)) and all(type(x) is float or (type(x) is int and abs(x) < 2**64) for x in eps):
         values = [float(x) for x in eps]  # the common case, without numpy reductions

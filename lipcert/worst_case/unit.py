@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import raise_not_finite
-from ..config import COST_REL_SLACK, EPS_RANGE
-from ..errors import LipcertError
+from ..core.checks import raise_not_finite
+from ..core.config import COST_REL_SLACK, EPS_RANGE
+from ..core.errors import LipcertError
 from ..kernels import (
     PIXELS_PER_BLOCK,
     grouped_flip_counts,

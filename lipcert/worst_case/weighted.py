@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
-from ..certificate import Certificate
-from ..costs import top2
-from ..errors import LipcertError
+from ..core.certificate import Certificate
+from ..core.checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
+from ..core.errors import LipcertError
 from ..kernels import dantzig_bound, pair_costs
 from ..solvers.knapsack import knapsack_max
+from .costs import top2
 from .unit import budgets_of
 
 METHODS = ("auto", "exact", "dantzig")

@@ -14,7 +14,7 @@ def start_numba_threads() -> None:
     kernel call), which torch reads as its own: ``torch.get_num_threads()`` would change under the
     caller's feet. Starting it once at import, with torch's count restored, keeps every later call clean.
     """
-    from .kernels import top2_margin
+    from .margins import top2_margin
 
     before = torch.get_num_threads()
     try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
-from .certificate import Certificate
-from .certify import IOU_METRICS, METRICS, evaluate_iou, evaluate_unit, higher_is_better
-from .errors import LipcertError
-from .metrics.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
-from .metrics.unit import unit_values
+from ..certify import IOU_METRICS, METRICS, evaluate_iou, evaluate_unit, higher_is_better
+from ..core.certificate import Certificate
+from ..core.checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
+from ..core.errors import LipcertError
+from ..worst_case.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
+from ..worst_case.unit import unit_values
 
 
 class CertifiedMetric:

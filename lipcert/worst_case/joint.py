@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
-from ..certificate import Certificate
-from ..costs import top2
-from ..errors import LipcertError
+from ..core.certificate import Certificate
+from ..core.checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
+from ..core.errors import LipcertError
 from ..solvers.joint import joint_miou_min
+from .costs import top2
 from .iou import build_iou_problem, iou_per_image, mean_over_classes
 from .unit import budgets_of
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .errors import LipcertError
-from .train import TrainConfig
+from ..core.errors import LipcertError
+from .loop import TrainConfig
 
 _DIGIT_BODY = dict(
     arch="LipUNet",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .greedy import bin_of, bin_scale, n_bins
-from .margins import PIXELS_PER_BLOCK
+from lipcert.kernels.greedy import bin_of, bin_scale, n_bins
+from lipcert.kernels.margins import PIXELS_PER_BLOCK
 
 
 def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):

@@ -14,14 +14,14 @@ from deel import torchlip
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_positive
-from .attacks import project
-from .certify import certify_logits
-from .errors import LipcertError
-from .lipschitz import export_plain, lipschitz_bound
-from .metrics.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
-from .model_state import eval_mode
-from .models.pretrained import read_checkpoint
+from ..attacks import project
+from ..certify import certify_logits
+from ..core.checks import check_choice, check_positive
+from ..core.errors import LipcertError
+from ..core.model_state import eval_mode
+from ..lipschitz import export_plain, lipschitz_bound
+from ..models.pretrained import read_checkpoint
+from ..worst_case.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
 
 LOSSES = ("tau_ce", "hkr", "margin_ce")
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_lipschitz, check_logits, raise_not_finite
-from .kernels import pair_costs, top2_margin
+from ..core.checks import check_lipschitz, check_logits, raise_not_finite
+from ..kernels import pair_costs, top2_margin
 
 
 def top2(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

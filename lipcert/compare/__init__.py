@@ -1,0 +1,6 @@
+"""The comparison of lipcert with SegCertify on the same images, and its reports."""
+
+from .report import CSV_COLUMNS, markdown, write_outputs
+from .run import CompareConfig, hardware, provenance, run_compare
+
+__all__ = ["CSV_COLUMNS", "CompareConfig", "hardware", "markdown", "provenance", "run_compare", "write_outputs"]

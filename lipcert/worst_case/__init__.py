@@ -1,0 +1,1 @@
+"""Stateless certificate math: flip costs in, worst-case metric values under a budget out."""
