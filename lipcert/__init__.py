@@ -38,3 +38,20 @@ __version__ = "0.1.0"
 from .kernels.threads import start_numba_threads as _start_numba_threads  # noqa: E402
 
 _start_numba_threads()
+
+# every subpackage is reachable after `import lipcert` (lipcert.models, lipcert.audit, ...)
+from . import (  # noqa: E402, F401
+    attacks,
+    audit,
+    compare,
+    core,
+    data,
+    kernels,
+    lipschitz,
+    metrics,
+    models,
+    smoothing,
+    solvers,
+    training,
+    worst_case,
+)

@@ -13,105 +13,16 @@ from .core.checks import (
     check_images,
     check_levels,
     check_lipschitz,
-    check_logits,
     check_no_options,
-    check_target,
 )
 from .core.errors import LipcertError, LipschitzBoundError
 from .core.model_state import eval_mode
 from .lipschitz import export_plain, lipschitz_bound
-from .worst_case.costs import top2
-from .worst_case.iou import build_iou_problem, iou_per_image, mean_over_classes
-from .worst_case.miou_split import split_miou
-from .worst_case.unit import (
-    PER_CLASS_UNIT,
-    UNIT_METRICS,
-    UnitEvaluation,
-    budgets_of,
-    build_unit_problem,
-    unit_counts,
-    unit_radius,
-)
+from .worst_case.evaluate import evaluate_iou, evaluate_unit, unit_problem
+from .worst_case.registry import METRICS, UNIT_METRICS, build_certificate, metric_spec
+from .worst_case.unit import unit_radius
 
-IOU_METRICS = ("iou", "miou")
-METRICS = UNIT_METRICS + IOU_METRICS
-_NEEDS_TARGET = ("pixel_accuracy", "recall", "fnr", "iou", "miou")
-
-
-def _inputs(logits, target, metric, ignore_index, check_range=True):
-    """Validated (logits tensor, target int64 numpy or None)."""
-    check_choice(metric, METRICS, "metric")
-    t = check_logits(logits, finite=False)
-    if target is None and metric in _NEEDS_TARGET:
-        raise LipcertError(f"Metric {metric!r} needs `target` labels of shape (B, H, W).")
-    tgt = None if target is None else check_target(target, t, ignore_index, check_range).numpy()
-    return t, tgt
-
-
-def _prepare(logits, target, metric, ignore_index):
-    """Validate and return (logits tensor, target numpy or None, pred, margin)."""
-    t, tgt = _inputs(logits, target, metric, ignore_index)
-    pred, margin = top2(t)
-    return t, tgt, pred, margin
-
-
-def _unit_arrays(logits, target, metric, ignore_index):
-    """Validated (float32/64 logits (B, K, N), int64 target (B, N) or None, (B, H, W)) for the kernels."""
-    t, tgt = _inputs(logits, target, metric, ignore_index, check_range=False)  # the kernels check the range
-    b, k, h, w = t.shape
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()  # float16 / bfloat16 -> float32 is exact
-    z = np.ascontiguousarray(t.numpy().reshape(b, k, h * w))
-    flat_t = None if tgt is None else np.ascontiguousarray(tgt.reshape(b, -1))
-    return z, flat_t, (b, h, w)
-
-
-def _unit_problem(logits, target, metric, lipschitz, ignore_index):
-    """(problem with every candidate, per-pixel radius (B, H, W)) of a unit-value metric (Q2)."""
-    z, flat_t, shape = _unit_arrays(logits, target, metric, ignore_index)
-    problem, radius = build_unit_problem(metric, z, flat_t, lipschitz, ignore_index)
-    return problem, radius.reshape(shape)
-
-
-def _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets):
-    b, k = t.shape[:2]
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()  # float16 / bfloat16 -> float32 is exact
-    z = t.reshape(b, k, -1).numpy()
-    return build_iou_problem(
-        z, pred.reshape(b, -1), margin.reshape(b, -1), tgt.reshape(b, -1), lipschitz, ignore_index, budgets
-    )
-
-
-def evaluate_iou(logits, target, eps, metric, lipschitz, ignore_index, per_image=True):
-    """(problem, worst, naive, clean, margin, extras) per image: (B, E, K) for iou, (B, E) for miou.
-
-    With ``per_image=False`` only the problem (sorted costs) is built; the values are None. For miou the
-    extras hold ``mean_of_classes`` (B, E) and ``split_solved`` (B, E).
-    """
-    t, tgt, pred, margin = _prepare(logits, target, metric, ignore_index)
-    budgets = budgets_of(eps)
-    problem = _iou_problem(t, tgt, pred, margin, lipschitz, ignore_index, budgets)
-    if not per_image:
-        return problem, None, None, None, margin, {}
-    worst, naive, clean = iou_per_image(problem)
-    extras = {}
-    if metric == "miou":
-        split, solved = split_miou(problem, worst)
-        extras = {"mean_of_classes": mean_over_classes(worst), "split_solved": solved}
-        worst, naive, clean = split, mean_over_classes(naive), mean_over_classes(clean)
-    return problem, worst, naive, clean, margin, extras
-
-
-def evaluate_unit(logits, target, eps, metric, lipschitz, ignore_index) -> tuple[UnitEvaluation, tuple]:
-    """(the unit-value evaluation with radius (B, N), the image shape (B, H, W))."""
-    z, flat_t, shape = _unit_arrays(logits, target, metric, ignore_index)
-    return unit_counts(metric, z, flat_t, lipschitz, ignore_index, eps), shape
-
-
-def higher_is_better(metric: str) -> bool:
-    """False for metrics where larger is worse (fnr): their certificate is the largest reachable value."""
-    return metric != "fnr"
+__all__ = ["METRICS", "certified_radius", "certify", "certify_logits", "check_reproduces"]
 
 
 def certify_logits(
@@ -169,38 +80,26 @@ def certify_logits(
     ignore_index = check_ignore_index(ignore_index)
     L = check_lipschitz(lipschitz)
     e = check_eps(eps)
-    if metric in IOU_METRICS:
+    spec = metric_spec(metric)
+    if spec.family == "iou":
         _, worst, naive, clean, margin, extras = evaluate_iou(logits, target, e, metric, L, ignore_index)
-        return Certificate(
-            metric=metric,
-            eps=e,
-            worst=worst,
-            clean=clean,
-            naive=naive,
-            lipschitz=L,
-            lipschitz_source=lipschitz_source,
-            average="none",
-            higher_is_better=True,
-            solver="two-list sweep (exact)" + (", budget split over classes (sound bound)" if metric == "miou" else ""),
-            status="exact" if metric == "iou" else "bound",
-            pixel_radius=margin / (np.sqrt(2.0) * L),
-            extras=extras,
-        )
-    ev, shape = evaluate_unit(logits, target, e, metric, L, ignore_index)
-    squeeze = (lambda a: a) if metric in PER_CLASS_UNIT else (lambda a: a[..., 0])
-    return Certificate(
-        metric=metric,
+        radius = margin / (np.sqrt(2.0) * L)
+    else:
+        ev, shape = evaluate_unit(logits, target, e, metric, L, ignore_index)
+        squeeze = (lambda a: a) if spec.per_class else (lambda a: a[..., 0])
+        worst, clean, naive = squeeze(ev.worst), squeeze(ev.clean), squeeze(ev.naive)
+        radius, extras = ev.radius.reshape(shape), {}
+    return build_certificate(
+        metric,
+        "none",
         eps=e,
-        worst=squeeze(ev.worst),
-        clean=squeeze(ev.clean),
-        naive=squeeze(ev.naive),
+        worst=worst,
+        clean=clean,
+        naive=naive,
         lipschitz=L,
         lipschitz_source=lipschitz_source,
-        average="none",
-        higher_is_better=higher_is_better(metric),
-        solver="greedy on sorted costs (exact)",
-        status="exact",
-        pixel_radius=ev.radius.reshape(shape),
+        pixel_radius=radius,
+        extras=extras,
     )
 
 
@@ -248,9 +147,9 @@ def certified_radius(
         raise LipcertError("Pass exactly one of `level` and `drop`.")
     check_choice(metric, UNIT_METRICS, "metric (Q2 radii are exact for unit-value metrics)")
     levels = check_levels(level if drop is None else drop, "level" if drop is None else "drop")
-    problem, _ = _unit_problem(logits, target, metric, L, ignore_index)
+    problem, _ = unit_problem(logits, target, metric, L, ignore_index)
     radius = unit_radius(problem, levels, drop is not None)
-    return radius if metric in PER_CLASS_UNIT else radius[..., 0]
+    return radius if metric_spec(metric).per_class else radius[..., 0]
 
 
 def certify(

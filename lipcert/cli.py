@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .core.config import EPS_RANGE, LIPSCHITZ_RANGE
 from .core.errors import LipcertError, SolverError
+from .worst_case.registry import METRICS, UNIT_METRICS
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -212,7 +213,7 @@ def _certify(args: argparse.Namespace) -> int:
         for m in args.metric
         for avg in ("macro", "micro")
     }
-    q2 = {m: [] for m in args.metric if m in ("pixel_accuracy", "stability", "recall", "fnr")} if args.level else {}
+    q2 = {m: [] for m in args.metric if m in UNIT_METRICS} if args.level else {}
     total = -(-n // args.batch_size)
     for x, y in tqdm(_batches(dataset, n, args.batch_size), total=total, desc="batches", disable=args.no_progress):
         with torch.no_grad():
@@ -470,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         nargs="+",
         default=["pixel_accuracy", "miou"],
-        choices=["pixel_accuracy", "stability", "recall", "fnr", "iou", "miou"],
+        choices=METRICS,
     )
     ce.add_argument("--level", type=_level, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
     _add_run_args(ce, limit=None, batch_size=16, out="lipcert_out/certify")

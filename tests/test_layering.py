@@ -10,8 +10,8 @@ RANK = {
     "core": 0,
     "kernels": 1, "solvers": 1,
     "worst_case": 2, "lipschitz": 2,
-    "metrics": 3, "certify": 3,
-    "models": 4, "smoothing": 4, "data": 4, "training": 4, "attacks": 4,
+    "metrics": 3,
+    "certify": 4, "models": 4, "smoothing": 4, "data": 4, "training": 4, "attacks": 4,
     "audit": 5, "compare": 5,
     "cli": 6, "__init__": 6,
 }  # fmt: skip
@@ -36,6 +36,22 @@ def _imports(path: Path):
             yield target[0]
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lipcert."):
             yield node.module.split(".")[1]
+
+
+def test_every_entry_of_the_tree_has_a_layer_and_every_layer_an_entry():
+    """The table is the tree: a new package or module must be placed in a layer, a removed one leaves it."""
+    entries = {p.name.removesuffix(".py") for p in ROOT.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert entries == set(RANK), f"in the tree only: {entries - set(RANK)}; in the table only: {set(RANK) - entries}"
+    drawing = (ROOT.parent / "docs" / "architecture.md").read_text()
+    drawn = [name for name in RANK if f"{name}/" in drawing or f"{name}.py" in drawing]
+    undrawn = sorted(set(RANK) - set(drawn) - {"__init__"})
+    assert not undrawn, f"docs/architecture.md does not draw {undrawn}"
+
+
+def test_every_subpackage_is_reachable_after_import_lipcert():
+    for name in RANK:
+        if name not in ("__init__", "cli") and (ROOT / name).is_dir():
+            assert hasattr(lipcert, name), f"lipcert.{name} is not reachable after `import lipcert`"
 
 
 def test_no_module_imports_a_higher_layer():

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
+
+
+class Status(str, Enum):
+    """What a certificate's ``worst`` is (compares equal to its string).
+
+    ``EXACT``: the exact optimum of the attacker's relaxed problem; ``BOUND``: a proven bound on the safe
+    side; ``TIME_LIMIT``: the proven bound a solver held when its time limit stopped it.
+    """
+
+    EXACT = "exact"
+    BOUND = "bound"
+    TIME_LIMIT = "time_limit"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 @dataclass(frozen=True)
@@ -28,8 +44,9 @@ class Certificate:
         average: ``"none"`` (per image), ``"macro"`` or ``"micro"``.
         higher_is_better: True for accuracy-like metrics, False for ``fnr``.
         solver: the method that produced ``worst`` (e.g. ``"greedy (exact)"``).
-        status: ``"exact"`` when ``worst`` is the exact optimum of the attacker's relaxed problem,
-            ``"bound"`` when it is a proven bound on the safe side.
+        status: a :class:`Status` (compares equal to its string): ``"exact"`` when ``worst`` is the exact
+            optimum of the attacker's relaxed problem, ``"bound"`` when it is a proven bound on the safe
+            side, ``"time_limit"`` when a solver stopped at its limit with a proven bound.
         pixel_radius: float64 (B, H, W) per-pixel certified radii (per-image results only), else None.
         extras: metric-specific arrays (documented by each metric).
     """
@@ -44,7 +61,7 @@ class Certificate:
     average: str
     higher_is_better: bool
     solver: str
-    status: str
+    status: Status
     pixel_radius: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
 

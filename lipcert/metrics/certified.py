@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..certify import IOU_METRICS, METRICS, evaluate_iou, evaluate_unit, higher_is_better
 from ..core.certificate import Certificate
 from ..core.checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
 from ..core.errors import LipcertError
+from ..worst_case.evaluate import evaluate_iou, evaluate_unit
 from ..worst_case.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
+from ..worst_case.registry import IOU_METRICS, METRICS, build_certificate
 from ..worst_case.unit import unit_values
 
 
@@ -157,26 +158,14 @@ class CertifiedMetric:
             worst, naive, clean = (mean_over_classes(v) for v in (worst, naive, clean))
         elif self.metric in ("pixel_accuracy", "stability"):
             worst, naive, clean = worst[..., 0], naive[..., 0], clean[..., 0]
-        if iou:
-            solver = (
-                "Dinkelbach over per-image frontiers (exact)" if self.average == "micro" else ("two-list sweep (exact)")
-            )
-        else:
-            solver = "greedy on sorted costs (exact)"
-        if self.metric == "miou":
-            split = self.average == "macro"
-            solver += ", budget split over classes (sound bound)" if split else ", mean over classes (sound bound)"
-        return Certificate(
-            metric=self.metric,
+        return build_certificate(
+            self.metric,
+            self.average,
             eps=self.eps,
             worst=worst,
             clean=clean,
             naive=naive,
             lipschitz=self.lipschitz,
             lipschitz_source=self.lipschitz_source,
-            average=self.average,
-            higher_is_better=higher_is_better(self.metric),
-            solver=solver,
-            status="bound" if self.metric == "miou" else "exact",
             extras={"n_images": np.float64(self._n_images)},
         )

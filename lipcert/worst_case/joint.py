@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.certificate import Certificate
+from ..core.certificate import Certificate, Status
 from ..core.checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
 from ..core.errors import LipcertError
 from ..solvers.joint import joint_miou_min
 from .costs import top2
 from .iou import build_iou_problem, iou_per_image, mean_over_classes
+from .registry import build_certificate
 from .unit import budgets_of
 
 
@@ -74,16 +75,16 @@ def joint_miou(
     per_class_worst, _, per_class_clean = iou_per_image(problem)
     mean_bound = mean_over_classes(per_class_worst)
     worst = np.where(np.isnan(worst), worst, np.fmax(worst, mean_bound))
-    names = {0: "exact", 1: "bound", 2: "time_limit"}
-    return Certificate(
-        metric="miou_joint",
+    names = {0: Status.EXACT, 1: Status.BOUND, 2: Status.TIME_LIMIT}
+    return build_certificate(
+        "miou_joint",
+        "none",
         eps=e,
         worst=worst,
         clean=mean_over_classes(per_class_clean),
         naive=None,
         lipschitz=L,
         lipschitz_source="declared",
-        average="none",
         higher_is_better=True,
         solver="CP-SAT (exact ratio by union enumeration)",
         status=names[int(codes.max())],

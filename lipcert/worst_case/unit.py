@@ -32,9 +32,9 @@ from ..kernels import (
     unit_candidates,
     unit_certificate,
 )
+from .registry import REGISTRY, UNIT_METRICS
 
-UNIT_METRICS = ("pixel_accuracy", "stability", "recall", "fnr")
-PER_CLASS_UNIT = ("recall", "fnr")
+PER_CLASS_UNIT = tuple(m for m in UNIT_METRICS if REGISTRY[m].per_class)
 
 
 @dataclass(frozen=True)

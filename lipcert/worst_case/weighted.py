@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.certificate import Certificate
+from ..core.certificate import Certificate, Status
 from ..core.checks import check_eps, check_ignore_index, check_lipschitz, check_logits, check_positive, check_target
 from ..core.errors import LipcertError
 from ..kernels import dantzig_bound, pair_costs
 from ..solvers.knapsack import knapsack_max
 from .costs import top2
+from .registry import build_certificate
 from .unit import budgets_of
 
 METHODS = ("auto", "exact", "dantzig")
@@ -124,9 +125,10 @@ def certify_weighted(
                 status[i, j] = 1
                 used.add("Dantzig fractional bound")
             worst[i, j] = (correct - damage) / total
-    names = {0: "exact", 1: "bound", 2: "time_limit"}
-    return Certificate(
-        metric="weighted_pixel_accuracy",
+    names = {0: Status.EXACT, 1: Status.BOUND, 2: Status.TIME_LIMIT}
+    return build_certificate(
+        "weighted_pixel_accuracy",
+        "none",
         eps=e,
         worst=worst,
         clean=np.array(
@@ -140,10 +142,9 @@ def certify_weighted(
         naive=None,
         lipschitz=L,
         lipschitz_source="declared",
-        average="none",
         higher_is_better=True,
         solver=" + ".join(sorted(used)) or "none",
-        status=names[int(status.max())] if status.size else "exact",
+        status=names[int(status.max())] if status.size else Status.EXACT,
         pixel_radius=margin / (np.sqrt(2.0) * L),
         extras={"status": status},
     )
