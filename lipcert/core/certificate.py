@@ -24,9 +24,12 @@ class Status(str, Enum):
     __format__ = str.__format__
 
 
-@dataclass(frozen=True)
+@dataclass
 class Certificate:
     """Worst-case values of a metric over every l2 perturbation of norm <= eps.
+
+    A plain (not frozen) dataclass, so that torchmetrics can carry it through its compute and forward
+    caches, which rebuild dataclasses field by field.
 
     Attributes:
         metric: metric name (e.g. ``"pixel_accuracy"``).

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torchmetrics import Metric
 
 from ..core.checks import check_ignore_index, check_positive
 from ..core.errors import LipcertError
 from ..worst_case.confusion import confusion_matrix, iou_from_confusion
 from ..worst_case.smoothed import abstain_counts, worst_case_miou
+from .certified import METRIC_KWARGS
+
+_PER_IMAGE = ("image_accuracy", "image_abstain", "image_miou", "image_worst_miou")
 
 
-class AbstainMetrics:
+def _per_image(state) -> np.ndarray:
+    """A cat state (list of tensors, or one tensor once synchronised) as a float64 array."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu().numpy().astype(np.float64).reshape(-1)
+    return torch.cat([s.cpu().reshape(-1) for s in state]).numpy() if state else np.zeros(0)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if values.size and np.any(~np.isnan(values)) else float("nan")
+
+
+class AbstainMetrics(Metric):
     """Accumulate certified pixel accuracy, abstain rate and IoU / mIoU of labels that may abstain.
 
     Abstentions count as wrong. Two mIoU values, under explicit names:
@@ -22,8 +38,18 @@ class AbstainMetrics:
 
     ``*_micro`` pools pixels over all images, ``*_macro`` averages per-image values.
 
+    A ``torchmetrics.Metric``: pooled counts are ``"sum"`` states, per-image values ``"cat"`` states, so
+    under ``torchrun`` :meth:`compute` answers for the union of every process's images (micro values
+    identical for any number of processes; macro means equal to the last ulps).
+
     Args:
-        num_classes: K; abstain: the abstain label; ignore_index: label excluded from every count.
+        num_classes: K.
+        abstain: the abstain label (outside [0, K)).
+        ignore_index: label excluded from every count, or None.
+        kwargs: the distributed options of ``torchmetrics.Metric``.
+
+    Raises:
+        LipcertError: K not a positive integer, an abstain label inside [0, K), a bad ignore_index.
 
     Examples:
         >>> import numpy as np
@@ -34,21 +60,28 @@ class AbstainMetrics:
         (0.5, 0.25)
     """
 
-    def __init__(self, num_classes: int, abstain: int = -1, ignore_index: int | None = 255) -> None:
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int, abstain: int = -1, ignore_index: int | None = 255, **kwargs) -> None:
         check_positive(num_classes, "num_classes", integer=True)
         if isinstance(abstain, bool) or not isinstance(abstain, (int, np.integer)) or 0 <= abstain < num_classes:
             raise LipcertError(f"Expected `abstain` to be a label outside [0, {num_classes}), got {abstain!r}.")
+        unknown = sorted(set(kwargs) - set(METRIC_KWARGS))
+        if unknown:
+            raise LipcertError(f"Unknown option(s) {unknown} for AbstainMetrics.")
+        super().__init__(**kwargs)
         self.num_classes, self.abstain = int(num_classes), int(abstain)
         self.ignore_index = check_ignore_index(ignore_index)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every image seen so far."""
-        self._cm = np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
-        self._acc, self._abst, self._miou, self._worst = [], [], [], []
         k = self.num_classes
-        self._inter, self._union, self._by_class = (np.zeros(k, dtype=np.int64) for _ in range(3))
-        self._n_abstained = 0
+        zeros = torch.zeros
+        self.add_state("confusion", zeros(k, k + 1, dtype=torch.int64), dist_reduce_fx="sum", persistent=True)
+        for name in ("inter", "union", "by_class"):
+            self.add_state(name, zeros(k, dtype=torch.int64), dist_reduce_fx="sum", persistent=True)
+        self.add_state("n_abstained", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum", persistent=True)
+        for name in _PER_IMAGE:
+            self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
 
     def update(self, labels, target) -> None:
         """Add images: labels int (B, H, W) (``abstain`` allowed), target int (B, H, W)."""
@@ -71,37 +104,42 @@ class AbstainMetrics:
                 f"ignore_index={self.ignore_index}, but found {found}."
             )
         pred = np.where(labels == self.abstain, self.num_classes, labels)
+        per_image = {name: [] for name in _PER_IMAGE}
         for p, t in zip(pred, target, strict=True):
             cm = confusion_matrix(p, t, self.num_classes, self.ignore_index, self.num_classes + 1)
-            self._cm += cm
+            self.confusion += torch.from_numpy(cm).to(self.confusion)
             total = cm.sum()
-            self._acc.append(np.trace(cm[:, : self.num_classes]) / total if total else np.nan)
-            self._abst.append(cm[:, -1].sum() / total if total else np.nan)
+            per_image["image_accuracy"].append(np.trace(cm[:, : self.num_classes]) / total if total else np.nan)
+            per_image["image_abstain"].append(cm[:, -1].sum() / total if total else np.nan)
             iou = iou_from_confusion(cm)
-            self._miou.append(np.nanmean(iou) if np.any(~np.isnan(iou)) else np.nan)
+            per_image["image_miou"].append(np.nanmean(iou) if np.any(~np.isnan(iou)) else np.nan)
             inter, union, by_class, n_abst = abstain_counts(p, t, self.num_classes, self.num_classes, self.ignore_index)
-            self._worst.append(worst_case_miou(inter, union, by_class, n_abst))
-            self._inter += inter
-            self._union += union
-            self._by_class += by_class
-            self._n_abstained += n_abst
+            per_image["image_worst_miou"].append(worst_case_miou(inter, union, by_class, n_abst))
+            for name, counts in (("inter", inter), ("union", union), ("by_class", by_class)):
+                state = getattr(self, name)
+                state += torch.from_numpy(np.asarray(counts, dtype=np.int64)).to(state)
+            self.n_abstained += int(n_abst)
+        for name, values in per_image.items():
+            getattr(self, name).append(torch.tensor(values, dtype=torch.float64, device=self.device))
 
     def compute(self) -> dict:
         """Dict of ``certified_pixel_accuracy_{micro,macro}``, ``abstain_rate_{micro,macro}``,
         ``certified_map_iou_micro`` (K,) pooled, ``certified_map_miou_{micro,macro}`` and
         ``worst_case_miou_{micro,macro}`` (abstained pixels adversarial; micro pools per-class counts)."""
-        total = self._cm.sum()
-        iou = iou_from_confusion(self._cm)
+        cm = self.confusion.cpu().numpy()
+        total = cm.sum()
+        iou = iou_from_confusion(cm)
+        counts = (getattr(self, name).cpu().numpy() for name in ("inter", "union", "by_class"))
         return {
-            "certified_pixel_accuracy_micro": float(np.trace(self._cm[:, : self.num_classes]) / total)
+            "certified_pixel_accuracy_micro": float(np.trace(cm[:, : self.num_classes]) / total)
             if total
             else float("nan"),
-            "certified_pixel_accuracy_macro": float(np.nanmean(self._acc)) if self._acc else float("nan"),
-            "abstain_rate_micro": float(self._cm[:, -1].sum() / total) if total else float("nan"),
-            "abstain_rate_macro": float(np.nanmean(self._abst)) if self._abst else float("nan"),
+            "certified_pixel_accuracy_macro": _nanmean(_per_image(self.image_accuracy)),
+            "abstain_rate_micro": float(cm[:, -1].sum() / total) if total else float("nan"),
+            "abstain_rate_macro": _nanmean(_per_image(self.image_abstain)),
             "certified_map_iou_micro": iou,
             "certified_map_miou_micro": float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan"),
-            "certified_map_miou_macro": float(np.nanmean(self._miou)) if self._miou else float("nan"),
-            "worst_case_miou_micro": worst_case_miou(self._inter, self._union, self._by_class, self._n_abstained),
-            "worst_case_miou_macro": float(np.nanmean(self._worst)) if self._worst else float("nan"),
+            "certified_map_miou_macro": _nanmean(_per_image(self.image_miou)),
+            "worst_case_miou_micro": worst_case_miou(*counts, int(self.n_abstained)),
+            "worst_case_miou_macro": _nanmean(_per_image(self.image_worst_miou)),
         }
