@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.config import EPS_RANGE, LIPSCHITZ_RANGE
+from .core.distributed import gather_objects, init_from_env, is_main, shard
 from .core.errors import LipcertError, SolverError
 from .worst_case.registry import METRICS, UNIT_METRICS
 
@@ -188,11 +189,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
-    import csv
-    import json
-    from pathlib import Path
+    import time
 
-    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
@@ -214,32 +212,51 @@ def _certify(args: argparse.Namespace) -> int:
         for avg in ("macro", "micro")
     }
     q2 = {m: [] for m in args.metric if m in UNIT_METRICS} if args.level else {}
-    total = -(-n // args.batch_size)
-    for x, y in tqdm(_batches(dataset, n, args.batch_size), total=total, desc="batches", disable=args.no_progress):
+    mine = shard(n)  # this process's images (all of them in one process)
+    t0 = time.perf_counter()
+    batches = _batches(dataset, mine, args.batch_size)
+    total = -(-len(mine) // args.batch_size)
+    for x, y in tqdm(batches, total=total, desc="batches", disable=args.no_progress or not is_main()):
         with torch.no_grad():
             logits = model(x)
         for acc in accs.values():
             acc.update(logits, y)
         for m in q2:
             q2[m].append(certified_radius(logits, m, y, lipschitz=L, level=args.level, ignore_index=ignore))
-    print(f"{args.model} on {args.dataset} ({n} images), L = {L:.6f} ({source})\n")
+    seconds = gather_objects(time.perf_counter() - t0)
+    certs = {key: acc.compute() for key, acc in accs.items()}  # gathers every process's states
+    q2 = {m: [r for parts in gather_objects(radii) for r in parts] for m, radii in q2.items()}
+    if is_main():
+        info = {"model": args.model, "dataset": args.dataset, "n_images": n, "lipschitz": L, "source": source}
+        _write_certify(args, info, certs, q2, seconds)
+    return 0
+
+
+def _write_certify(args: argparse.Namespace, info: dict, certs: dict, q2: dict, seconds: list) -> None:
+    """Print the certify table and write certify.json / certify.csv (rank 0 only)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    print(f"{info['model']} on {info['dataset']} ({info['n_images']} images), L = {info['lipschitz']:.6f} "
+          f"({info['source']})\n")  # fmt: skip
     print("| metric | average | status | clean | " + " | ".join(f"eps={e:g}" for e in args.eps) + " |")
     print("|---|---|---|---|" + "---|" * len(args.eps))
-    rows, out = (
-        [],
-        {
-            "model": args.model,
-            "dataset": args.dataset,
-            "n_images": n,
-            "lipschitz": L,
-            "lipschitz_source": source,
-            "eps": list(args.eps),
-            "metrics": {},
-            "q2": {},
-        },
-    )
-    for (m, avg), acc in accs.items():
-        cert = acc.compute()
+    out = {
+        "model": info["model"],
+        "dataset": info["dataset"],
+        "n_images": info["n_images"],
+        "lipschitz": info["lipschitz"],
+        "lipschitz_source": info["source"],
+        "eps": list(args.eps),
+        "metrics": {},
+        "q2": {},
+        "timing": {"processes": len(seconds), "seconds_per_process": seconds, "seconds_max": max(seconds)},
+    }
+    rows = []
+    for (m, avg), cert in certs.items():
         worst = np.asarray(cert.worst)
         summary = worst if worst.ndim == 1 else np.nanmean(worst, axis=1)
         label = f"{m}{' (mean over classes)' if worst.ndim > 1 else ''}"
@@ -259,12 +276,13 @@ def _certify(args: argparse.Namespace) -> int:
             + ", ".join(f"{lv:g}: {r:.4f}" for lv, r in zip(args.level, med, strict=True))
         )
         out["q2"][m] = {"levels": list(args.level), "median_radius": med.tolist()}
+    if len(seconds) > 1:
+        print("seconds per process: " + ", ".join(f"{s:.1f}" for s in seconds))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "certify.json").write_text(json.dumps(out, indent=2, default=float))
     with open(Path(args.out, "certify.csv"), "w", newline="") as f:
         csv.writer(f).writerows([["metric", "average", "eps", "worst"], *rows])
     print(f"files: {Path(args.out, 'certify.json')}, {Path(args.out, 'certify.csv')}")
-    return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -443,12 +461,13 @@ def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int
     p.add_argument("--no-progress", action="store_true")
 
 
-def _batches(dataset, n: int, batch_size: int):
-    """(images, labels) batches of the first n items."""
+def _batches(dataset, indices, batch_size: int):
+    """(images, labels) batches of the items at ``indices`` (an int n: the first n items)."""
     import torch
 
-    for start in range(0, n, batch_size):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+    indices = range(indices) if isinstance(indices, int) else indices
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[i] for i in indices[start : start + batch_size]]
         yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
 
@@ -502,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``lipcert`` command; a user error prints ``lipcert: error: ...`` and returns 2 (no traceback)."""
     args = build_parser().parse_args(argv)
     try:
+        init_from_env()  # under torchrun: join the process group; each command shards its images
         return args.func(args)
     except (LipcertError, SolverError, OSError) as exc:
         print(f"lipcert: error: {exc}", file=sys.stderr)

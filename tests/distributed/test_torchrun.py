@@ -1,0 +1,69 @@
+"""Two processes (gloo, CPU) launched with torch.distributed.run give the numbers of one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def torchrun(args, tmp_path, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _same(a, b, exact):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    if exact:
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.slow
+def test_every_metric_and_average_synchronised_over_two_processes_equals_one_process(tmp_path):
+    sys.path.insert(0, str(HERE))
+    from metric_worker import certify_all, dataset
+
+    torchrun([str(HERE / "metric_worker.py"), str(tmp_path / "out.json")], tmp_path)
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["world_size"] == 2
+    single = certify_all(dataset())
+    assert set(got["results"]) == set(single)
+    for key, value in single.items():
+        if key == "abstain":
+            for name, v in value.items():
+                _same(got["results"][key][name], v, exact=name.endswith("micro"))
+            continue
+        # micro values are ratios of integer counts (pooled IoU: Dinkelbach in integers): identical bits
+        for got_part, part in zip(got["results"][key], value, strict=True):
+            _same(np.array(got_part, dtype=float), np.array(part, dtype=float), exact=key.endswith("micro"))
+
+
+@pytest.mark.slow
+def test_lipcert_certify_under_torchrun_writes_the_numbers_of_one_process(tmp_path):
+    args = ["certify", "--model", "digits-lipunet", "--limit", "5", "--batch-size", "2", "--no-progress",
+            "--metric", "pixel_accuracy", "recall", "iou", "miou", "--eps", "0.05", "0.2"]
+    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
+    assert proc.stdout.count("files:") == 1  # rank 0 alone reports
+    a = json.loads((tmp_path / "one" / "certify.json").read_text())
+    b = json.loads((tmp_path / "two" / "certify.json").read_text())
+    assert b["timing"]["processes"] == 2 and len(b["timing"]["seconds_per_process"]) == 2
+    assert a["n_images"] == b["n_images"] == 5 and a["lipschitz"] == b["lipschitz"]
+    assert set(a["metrics"]) == set(b["metrics"])
+    for key in a["metrics"]:
+        for field in ("worst", "naive", "clean"):
+            _same(a["metrics"][key][field], b["metrics"][key][field], exact=key.endswith("micro"))
+    assert a["q2"] == b["q2"]
