@@ -152,8 +152,8 @@ def _load_model(name_or_path: str):
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .compare import CompareConfig, run_compare
     from .compare.report import markdown, write_outputs
-    from .compare.run import CompareConfig, run_compare
 
     if any(v < 0 for v in args.overhead_size) or (0 in args.overhead_size and any(args.overhead_size)):
         raise LipcertError(f"--overhead-size: expected two sizes > 0 (or 0 0 to skip), but got {args.overhead_size}.")
