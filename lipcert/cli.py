@@ -181,10 +181,11 @@ def _compare(args: argparse.Namespace) -> int:
     lip, twin = _load_model(args.lip), _load_model(args.twin)
     _check_classes(lip, dataset, "--lip")
     _check_classes(twin, dataset, "--twin")
-    res = run_compare(lip, twin, dataset, cfg)
-    print(markdown(res))
-    paths = write_outputs(res, args.out)
-    print("\nfiles: " + ", ".join(f"{k}: {v}" for k, v in paths.items()))
+    res = run_compare(lip, twin, dataset, cfg)  # under torchrun: this process's shard, gathered
+    if is_main():
+        print(markdown(res))
+        paths = write_outputs(res, args.out)
+        print("\nfiles: " + ", ".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
 
@@ -298,7 +299,7 @@ def _audit(args: argparse.Namespace) -> int:
     dataset = _make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
     _check_classes(model, dataset, "--model")
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    batches = list(_batches(dataset, n, args.batch_size))
+    batches = list(_batches(dataset, shard(n), args.batch_size))  # under torchrun: this process's block
     rep = audit(
         model,
         batches,
@@ -306,17 +307,18 @@ def _audit(args: argparse.Namespace) -> int:
         lipschitz=args.lipschitz,
         steps=args.steps,
         ignore_index=getattr(dataset, "ignore_index", 255),
-        progress=not args.no_progress,
+        progress=not args.no_progress and is_main(),
     )
-    print(
-        f"audit of {args.model} on {args.dataset}: certified vs attacked pixel accuracy, recall, IoU and mIoU "
-        f"(SEA l2 + margin attack, {args.steps} steps per loss; the best attack output per image and metric)"
-    )
-    print(rep.markdown())
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    out = Path(args.out, "audit.json")
-    out.write_text(json.dumps({k: v for k, v in vars(rep).items()}, indent=2))
-    print(f"files: {out}")
+    if is_main():
+        print(
+            f"audit of {args.model} on {args.dataset}: certified vs attacked pixel accuracy, recall, IoU and mIoU "
+            f"(SEA l2 + margin attack, {args.steps} steps per loss; the best attack output per image and metric)"
+        )
+        print(rep.markdown())
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out = Path(args.out, "audit.json")
+        out.write_text(json.dumps({k: v for k, v in vars(rep).items()}, indent=2))
+        print(f"files: {out}")
     if rep.violations:
         print(f"SOUNDNESS VIOLATION: {rep.violations} values (per image and class, or pooled) attacked below their "
               "certificate")  # fmt: skip
@@ -335,7 +337,10 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -
     p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
     p.add_argument("--sigma", type=_positive, nargs="+", default=[0.25])
     p.add_argument("--n0", type=_count, nargs="+", default=[10])
-    p.add_argument("--n", type=_count, nargs="+", default=[100])
+    p.add_argument(
+        "--n", "--num-samples", dest="n", type=_count, nargs="+", default=[100],
+        help="SegCertify samples n (under torchrun spell it --num-samples: torchrun reads --n as its own option)",
+    )
     p.add_argument("--alpha", type=_probability, default=0.001)
     p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--seed", type=_seed, default=0)
@@ -395,7 +400,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .models import build_model
-    from .training.loop import train
+    from .training import train
     from .training.recipes import RECIPES, get_recipe
 
     if args.recipe not in RECIPES:

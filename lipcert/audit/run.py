@@ -14,6 +14,7 @@ from ..attacks.apgd import check_within
 from ..attacks.sea import confusions_of, worst_case_miou
 from ..certify import certify_logits
 from ..core.checks import check_eps, check_ignore_index, check_images, check_lipschitz
+from ..core.distributed import gather_objects
 from ..core.errors import LipcertError
 from ..lipschitz import export_plain, lipschitz_bound
 from ..metrics.certified import CertifiedMetric
@@ -88,6 +89,11 @@ def _batch_pair(item, n_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _pooled_lists(items: list) -> list:
+    """Every process's list, concatenated in rank order (the list itself in one process)."""
+    return [item for part in gather_objects(items) for item in part]
+
+
 class _AuditState:
     """Certified values (per image, and pooled by the accumulators) and attacked confusions of an audit."""
 
@@ -106,10 +112,11 @@ class _AuditState:
 
     def report(self, rep: AuditReport, tol: float) -> None:
         """Fill the report: every metric, per image (macro) and pooled (micro), violations counted."""
-        certified = {m: np.concatenate(v) for m, v in self.per_image.items()}  # (N, E[, K])
+        # under torchrun: every process's images, in rank order (= image order), and the gathered states
+        certified = {m: np.concatenate(_pooled_lists(v)) for m, v in self.per_image.items()}  # (N, E[, K])
         pooled = {m: self.pooled[m].compute().worst for m in AUDITED}  # (E[, K])
         for j, e in enumerate(self.eps):
-            cms = np.concatenate(self.confusions[j], axis=1)  # (A, N, K, K)
+            cms = np.concatenate(_pooled_lists(self.confusions[j]), axis=1)  # (A, N, K, K)
             attacked = _attacked_values(cms)
             for m in AUDITED:
                 c, a = certified[m][:, j], attacked[m]

@@ -8,13 +8,14 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..certify import certify_logits
+from ..core.distributed import gather_objects, is_main, shard
 from ..core.errors import LipcertError
 from ..core.model_state import eval_mode
 from ..lipschitz import lipschitz_bound
@@ -86,91 +87,152 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             return _compare_models(lip, twin, dataset, cfg, L, n_images, k, ignore, eps, image0, device)
 
 
-def _compare_models(lip_model, twin_model, dataset, cfg, L, n_images, k, ignore, eps, image0, device) -> dict:
-    """The body of :func:`run_compare`, with both models in eval mode on ``device``."""
-    _timed = _timer(cfg.device)
+@dataclass
+class _Run:
+    """What a comparison accumulates on one process; its timing lists are gathered before the summary."""
+
+    eps: list
+    curve: np.ndarray
+    settings: list
+    lipschitz: dict  # CertifiedMetric per role: acc_macro, acc_micro, miou_macro, miou_micro, iou, recall, curve
+    sc_metrics: dict  # (setting index, eps) -> AbstainMetrics
+    sc_time: dict  # setting index -> seconds per image
+    times: dict = field(default_factory=lambda: {k: [] for k in ("fwd", "cert", "fwd1", "cert1", "fwd64", "cert64")})
+    example: dict = field(default_factory=dict)
+    seconds: list = field(default_factory=list)  # wall time of each process's shard
+
+
+def _new_run(cfg, L: float, k: int, ignore, eps: list) -> _Run:
     curve = np.linspace(0.0, max(eps), 64)
     common = dict(lipschitz=L, ignore_index=ignore, lipschitz_source=SOURCE)
-    acc = {avg: CertifiedMetric("pixel_accuracy", eps, average=avg, **common) for avg in ("macro", "micro")}
-    miou = {
-        avg: CertifiedMetric("miou", eps, lipschitz=L, ignore_index=ignore, average=avg, lipschitz_source=SOURCE)
-        for avg in ("macro", "micro")
-    }
-    iou_micro = CertifiedMetric("iou", eps, lipschitz=L, ignore_index=ignore, average="micro", lipschitz_source=SOURCE)
-    recall_micro = CertifiedMetric(
-        "recall", eps, lipschitz=L, ignore_index=ignore, average="micro", lipschitz_source=SOURCE
-    )
-    curve_acc = CertifiedMetric(
-        "pixel_accuracy", curve, lipschitz=L, ignore_index=ignore, average="macro", lipschitz_source=SOURCE
-    )
+    metrics = {}
+    for avg in ("macro", "micro"):
+        metrics[f"acc_{avg}"] = CertifiedMetric("pixel_accuracy", eps, average=avg, **common)
+        metrics[f"miou_{avg}"] = CertifiedMetric("miou", eps, average=avg, **common)
+    metrics["iou"] = CertifiedMetric("iou", eps, average="micro", **common)
+    metrics["recall"] = CertifiedMetric("recall", eps, average="micro", **common)
+    metrics["curve"] = CertifiedMetric("pixel_accuracy", curve, average="macro", **common)
     settings = [(s, a, b) for s in cfg.sigma for a in cfg.n0 for b in cfg.n]
     sc_metrics = {(si, e): AbstainMetrics(k, ignore_index=ignore) for si in range(len(settings)) for e in eps}
-    sc_time = {si: [] for si in range(len(settings))}
-    t_fwd, t_cert, t_fwd1, t_cert1, t_fwd64, t_cert64 = [], [], [], [], [], []
-    example = {}
-    gen = torch.Generator(device).manual_seed(cfg.seed)
-    xb0 = torch.stack([dataset[i][0] for i in range(min(cfg.lip_batch, n_images))]).to(device)
-    yb0 = torch.stack([dataset[i][1] for i in range(min(cfg.lip_batch, n_images))])
+    return _Run(eps, curve, settings, metrics, sc_metrics, {si: [] for si in range(len(settings))})
+
+
+def noise_generator(seed: int, index: int, device) -> torch.Generator:
+    """SegCertify's noise for image ``index``: a stream seeded from (seed, index) alone.
+
+    The same image gets the same noise for any number of processes and any order of the images.
+
+    Args:
+        seed: the comparison's seed.
+        index: the image's index in the dataset.
+        device: where the noise is drawn.
+
+    Returns:
+        A ``torch.Generator`` on ``device``.
+
+    Examples:
+        >>> a = torch.rand(3, generator=noise_generator(0, 7, "cpu"))
+        >>> torch.equal(a, torch.rand(3, generator=noise_generator(0, 7, "cpu")))
+        True
+    """
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def _warm_up(lip_model, twin_model, dataset, cfg, n_images, L, ignore, eps, device) -> None:
+    """Allocator, numba dispatch and caches warmed before anything is timed."""
+    first = [dataset[i] for i in range(min(cfg.lip_batch, n_images))]
+    xb0, yb0 = torch.stack([a for a, _ in first]).to(device), torch.stack([b for _, b in first])
     with torch.no_grad():
-        for _ in range(cfg.warmup):  # warm-up: allocator, numba dispatch, caches
+        for _ in range(cfg.warmup):
             logits = lip_model(xb0)
             certify_logits(logits, eps, "pixel_accuracy", yb0, lipschitz=L, ignore_index=ignore)
             twin_model(xb0)
-    bar = tqdm(total=n_images, desc="images", disable=not cfg.progress)
-    for start in range(0, n_images, cfg.lip_batch):
-        items = [dataset[i] for i in range(start, min(n_images, start + cfg.lip_batch))]
-        xb, yb = torch.stack([a for a, _ in items]).to(device), torch.stack([b for _, b in items])
-        m = len(items)
-        with torch.no_grad():
-            logits = lip_model(xb)
 
-        cert = certify_logits(logits, eps, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore)
-        if m == cfg.lip_batch or start == 0:  # per-image time of full batches (a short last batch is skipped)
-            for _ in range(cfg.timing_repeats):
-                # every certificate is timed right after the forward pass whose logits it certifies
-                for radii, fwd_times, cert_times in ((eps, t_fwd, t_cert), (eps[:1], t_fwd1, t_cert1),
-                                                     (curve, t_fwd64, t_cert64)):  # fmt: skip
-                    with torch.no_grad():
-                        fresh, tf = _timed(lambda xb=xb: lip_model(xb))
-                    _, tc = _timed(
-                        lambda fresh=fresh, radii=radii, yb=yb: certify_logits(
-                            fresh, radii, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore
-                        )
+
+def _lipschitz_batch(run: _Run, lip_model, items, cfg, L, ignore, timed, device, first: bool) -> None:
+    """One forward pass of a batch, its certificates accumulated, and (full batches) timed."""
+    eps = run.eps
+    xb, yb = torch.stack([a for a, _ in items]).to(device), torch.stack([b for _, b in items])
+    m = len(items)
+    with torch.no_grad():
+        logits = lip_model(xb)
+    cert = certify_logits(logits, eps, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore)
+    if m == cfg.lip_batch or first:  # per-image time of full batches (a short last batch is skipped)
+        for _ in range(cfg.timing_repeats):
+            # every certificate is timed right after the forward pass whose logits it certifies
+            for radii, key in ((eps, ""), (eps[:1], "1"), (run.curve, "64")):
+                with torch.no_grad():
+                    fresh, tf = timed(lambda xb=xb: lip_model(xb))
+                _, tc = timed(
+                    lambda fresh=fresh, radii=radii: certify_logits(
+                        fresh, radii, "pixel_accuracy", yb, lipschitz=L, ignore_index=ignore
                     )
-                    fwd_times.append(tf / m)
-                    cert_times.append(tc / m)
-        for metric in (*acc.values(), *miou.values(), iou_micro, recall_micro, curve_acc):
-            metric.update(logits, yb)
-        if start == 0:
-            example = {
-                "image": xb[0].cpu().numpy(),
-                "target": yb[0].numpy(),
-                "pred": logits.argmax(1)[0].cpu().numpy(),
-                "radius": cert.pixel_radius[0],
-            }
-        for x, y in items:
-            for si, (sigma, n0, n) in enumerate(settings):
-                mode, counts, ts = sample_counts(twin_model, x.to(device), sigma, n0, n, cfg.batch_size, gen)
-                per_eps_t = []
-                for e in eps:
-                    tau = tau_for_radius(e, sigma)
-                    if tau > tau_ceiling(n, mode.size, cfg.alpha):
-                        continue
-                    res, tt = _timed(
-                        lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
-                            mode, counts, n, tau, cfg.alpha, sigma
-                        )
-                    )
-                    per_eps_t.append(tt)
-                    sc_metrics[(si, e)].update(res.labels[None], y[None].numpy())
-                    if not example.get("abstain_done") and si == 0:
-                        example.setdefault("abstain", {})[e] = res.labels
-                sc_time[si].append(ts + (statistics.median(per_eps_t) if per_eps_t else 0.0))
-            example["abstain_done"] = True
+                )
+                run.times["fwd" + key].append(tf / m)
+                run.times["cert" + key].append(tc / m)
+    for metric in run.lipschitz.values():
+        metric.update(logits, yb)
+    if first:
+        run.example.update(
+            image=xb[0].cpu().numpy(), target=yb[0].numpy(), pred=logits.argmax(1)[0].cpu().numpy(),
+            radius=cert.pixel_radius[0],
+        )  # fmt: skip
+
+
+def _segcertify_image(run: _Run, twin_model, x, y, index: int, cfg, timed, device) -> None:
+    """SegCertify on one image for every setting and reachable eps (noise seeded from the image index)."""
+    gen = noise_generator(cfg.seed, index, device)
+    for si, (sigma, n0, n) in enumerate(run.settings):
+        mode, counts, ts = sample_counts(twin_model, x.to(device), sigma, n0, n, cfg.batch_size, gen)
+        per_eps_t = []
+        for e in run.eps:
+            tau = tau_for_radius(e, sigma)
+            if tau > tau_ceiling(n, mode.size, cfg.alpha):
+                continue
+            res, tt = timed(
+                lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
+                    mode, counts, n, tau, cfg.alpha, sigma
+                )
+            )
+            per_eps_t.append(tt)
+            run.sc_metrics[(si, e)].update(res.labels[None], y[None].numpy())
+            if not run.example.get("abstain_done") and si == 0:
+                run.example.setdefault("abstain", {})[e] = res.labels
+        run.sc_time[si].append(ts + (statistics.median(per_eps_t) if per_eps_t else 0.0))
+    run.example["abstain_done"] = True
+
+
+def _gather_timings(run: _Run) -> None:
+    """Every process's timing lists, pooled (the metrics gather their own states in compute())."""
+    gathered = gather_objects((run.times, run.sc_time, run.seconds))
+    run.times = {key: [t for times, _, _ in gathered for t in times[key]] for key in run.times}
+    run.sc_time = {si: [t for _, sc, _ in gathered for t in sc[si]] for si in run.sc_time}
+    run.seconds = [s for _, _, seconds in gathered for s in seconds]
+
+
+def _compare_models(lip_model, twin_model, dataset, cfg, L, n_images, k, ignore, eps, image0, device) -> dict:
+    """The body of :func:`run_compare`, with both models in eval mode on ``device``; this process's shard."""
+    timed = _timer(cfg.device)
+    run = _new_run(cfg, L, k, ignore, eps)
+    _warm_up(lip_model, twin_model, dataset, cfg, n_images, L, ignore, eps, device)
+    mine = shard(n_images)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(mine), desc="images", disable=not cfg.progress or not is_main())
+    for start in range(0, len(mine), cfg.lip_batch):
+        indices = mine[start : start + cfg.lip_batch]
+        items = [dataset[i] for i in indices]
+        _lipschitz_batch(run, lip_model, items, cfg, L, ignore, timed, device, first=start == 0)
+        for index, (x, y) in zip(indices, items, strict=True):
+            _segcertify_image(run, twin_model, x, y, index, cfg, timed, device)
             bar.update(1)
     bar.close()
-    large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k, _timed) if cfg.overhead_size else None
-    return _summarise(cfg, SimpleNamespace(**{k: v for k, v in locals().items() if k != "cfg"}))
+    run.seconds = [time.perf_counter() - t0]
+    _gather_timings(run)
+    large = None
+    if cfg.overhead_size and is_main():
+        large = _overhead_at_size(lip_model, image0.shape[0], cfg, eps, L, k, timed)
+    return _summarise(cfg, run, dataset, L, k, n_images, int(image0[0].numel()), large)
 
 
 def _overhead_at_size(lip_model, channels, cfg, eps, L, k, _timed) -> dict:
@@ -195,28 +257,13 @@ def _overhead_at_size(lip_model, channels, cfg, eps, L, k, _timed) -> dict:
     }
 
 
-def _summarise(cfg, run) -> dict:
-    """Turn the accumulated state of :func:`run_compare` (a namespace of its locals) into the results dict."""
-    eps, L, k, n_images, settings, example = run.eps, run.L, run.k, run.n_images, run.settings, run.example
-    chosen = cfg.foreground if cfg.foreground is not None else getattr(run.dataset, "foreground_classes", ())
-    foreground = [int(c) for c in chosen]
-    if any(not 0 <= c < k for c in foreground):
-        raise LipcertError(f"Expected foreground classes in [0, {k}), but got {foreground}.")
-    acc, miou, iou_micro, recall_micro, curve_acc, curve = (
-        run.acc,
-        run.miou,
-        run.iou_micro,
-        run.recall_micro,
-        run.curve_acc,
-        run.curve,
-    )
-    sc_metrics, sc_time, large = run.sc_metrics, run.sc_time, run.large
-    t_fwd, t_cert, t_cert1, t_cert64 = run.t_fwd, run.t_cert, run.t_cert1, run.t_cert64
-    ca = {avg: m.compute() for avg, m in acc.items()}
-    cm = {avg: m.compute() for avg, m in miou.items()}
-    ci = iou_micro.compute()
-    cr = recall_micro.compute()
-    lip = {
+def _lipschitz_summary(run: _Run, L: float, foreground: list) -> dict:
+    """The Lipschitz side of the results (every compute() gathers the states of every process)."""
+    c = {role: metric.compute() for role, metric in run.lipschitz.items()}
+    ca = {avg: c[f"acc_{avg}"] for avg in ("macro", "micro")}
+    cm = {avg: c[f"miou_{avg}"] for avg in ("macro", "micro")}
+    ci, cr = c["iou"], c["recall"]
+    return {
         "lipschitz": L,
         "lipschitz_source": SOURCE,
         "clean_pixel_accuracy": {avg: float(ca[avg].clean) for avg in ca},
@@ -230,28 +277,25 @@ def _summarise(cfg, run) -> dict:
         "certified_foreground_recall_micro": (
             np.nanmean(cr.worst[:, foreground], axis=1).tolist() if foreground else None
         ),
-        "curve_eps": curve.tolist(),
-        "curve_certified_pixel_accuracy_macro": curve_acc.compute().worst.tolist(),
+        "curve_eps": run.curve.tolist(),
+        "curve_certified_pixel_accuracy_macro": c["curve"].worst.tolist(),
     }
+
+
+def _segcertify_summary(cfg, run: _Run, n_pixels: int) -> list:
+    """One entry per SegCertify setting: every eps, reachable or not, with its metrics."""
     sc = []
-    for si, (sigma, n0, n) in enumerate(settings):
+    for si, (sigma, n0, n) in enumerate(run.settings):
         rows = []
-        for e in eps:
+        for e in run.eps:
             tau = tau_for_radius(e, sigma)
-            ceiling = tau_ceiling(n, int(example["pred"].size), cfg.alpha)
+            ceiling = tau_ceiling(n, n_pixels, cfg.alpha)
             if tau > ceiling:
                 rows.append({"eps": e, "tau": tau, "reachable": False, "tau_ceiling": ceiling})
                 continue
-            out = sc_metrics[(si, e)].compute()
-            rows.append(
-                {
-                    "eps": e,
-                    "tau": tau,
-                    "reachable": True,
-                    "tau_ceiling": ceiling,
-                    **{key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()},
-                }
-            )
+            out = run.sc_metrics[(si, e)].compute()
+            values = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()}
+            rows.append({"eps": e, "tau": tau, "reachable": True, "tau_ceiling": ceiling, **values})
         sc.append(
             {
                 "sigma": sigma,
@@ -259,41 +303,61 @@ def _summarise(cfg, run) -> dict:
                 "n": n,
                 "alpha": cfg.alpha,
                 "forward_passes_per_image": n0 + n,
-                "seconds_per_image": _stats(sc_time[si]),
+                "seconds_per_image": _stats(run.sc_time[si]),
                 "results": rows,
             }
         )
-    lip_total = [a + b for a, b in zip(t_fwd, t_cert, strict=True)]
-    curve1 = [a + b for a, b in zip(run.t_fwd1, t_cert1, strict=True)]
-    curve64 = [a + b for a, b in zip(run.t_fwd64, t_cert64, strict=True)]
+    return sc
+
+
+def _timing_summary(run: _Run, large) -> tuple[dict, dict]:
+    """(timing, ratios): medians and spread of the per-image times pooled over every process."""
+    t = run.times
+    lip_total = [a + b for a, b in zip(t["fwd"], t["cert"], strict=True)]
+    curve1 = [a + b for a, b in zip(t["fwd1"], t["cert1"], strict=True)]
+    curve64 = [a + b for a, b in zip(t["fwd64"], t["cert64"], strict=True)]
     med = statistics.median
     ratios = {
-        "overhead": med(lip_total) / med(t_fwd),
+        "overhead": med(lip_total) / med(t["fwd"]),
         "speedup_vs_segcertify": {
-            f"sigma={s},n0={a},n={b}": med(sc_time[si]) / med(lip_total) for si, (s, a, b) in enumerate(settings)
+            f"sigma={s},n0={a},n={b}": med(run.sc_time[si]) / med(lip_total)
+            for si, (s, a, b) in enumerate(run.settings)
         },
         "curve_64_vs_1": med(curve64) / med(curve1),
-        "curve_64_vs_1_certification_only": med(t_cert64) / med(t_cert1),
+        "curve_64_vs_1_certification_only": med(t["cert64"]) / med(t["cert1"]),
     }
     if large is not None:
         ratios["overhead_at_size"] = large
     timing = {
-        "lipschitz_forward": _stats(t_fwd),
-        "lipschitz_certification": _stats(t_cert),
+        "lipschitz_forward": _stats(t["fwd"]),
+        "lipschitz_certification": _stats(t["cert"]),
         "lipschitz_total": _stats(lip_total),
         "forward_passes_per_image": 1,
-        "samples": len(t_fwd),  # timed (forward, certificate) pairs, one per repeat of every full batch
+        "samples": len(t["fwd"]),  # timed (forward, certificate) pairs, one per repeat of every full batch
+        "processes": len(run.seconds),
+        "wall_seconds_per_process": run.seconds,
+        "wall_seconds": max(run.seconds),
     }
+    return timing, ratios
+
+
+def _summarise(cfg, run: _Run, dataset, L: float, k: int, n_images: int, n_pixels: int, large) -> dict:
+    """The results dict of :func:`run_compare` (computed on every process; rank 0 writes it)."""
+    chosen = cfg.foreground if cfg.foreground is not None else getattr(dataset, "foreground_classes", ())
+    foreground = [int(c) for c in chosen]
+    if any(not 0 <= c < k for c in foreground):
+        raise LipcertError(f"Expected foreground classes in [0, {k}), but got {foreground}.")
+    timing, ratios = _timing_summary(run, large)
     return {
         "n_images": n_images,
-        "eps": eps,
+        "eps": run.eps,
         "hardware": hardware(cfg.device),
         "provenance": provenance(cfg),
         "lip_batch": cfg.lip_batch,
         "sample_batch": cfg.batch_size,
-        "lipschitz": lip,
-        "segcertify": sc,
+        "lipschitz": _lipschitz_summary(run, L, foreground),
+        "segcertify": _segcertify_summary(cfg, run, n_pixels),
         "timing": timing,
         "ratios": ratios,
-        "_example": example,
+        "_example": run.example,
     }

@@ -1,8 +1,8 @@
 """torch.distributed as lipcert uses it: the process group torchrun describes, and a deterministic shard.
 
 Every command runs unchanged in one process; under ``torchrun --nproc_per_node N`` each process takes
-the images ``rank, rank + N, rank + 2N, ...`` (no image twice, none padded in), the torchmetrics states
-are gathered at ``compute()``, and rank 0 writes the report.
+one contiguous block of the images (no image twice, none padded in; blocks in rank order are the images
+in order), the torchmetrics states are gathered at ``compute()``, and rank 0 writes the report.
 """
 
 from __future__ import annotations
@@ -70,10 +70,11 @@ def is_main() -> bool:
 
 
 def shard(n_items: int) -> range:
-    """The items of this process: ``range(rank, n_items, world_size)``.
+    """The items of this process: the ``rank``-th of ``world_size`` contiguous blocks of near-equal size.
 
-    The split depends only on the item index, so an item's randomness seeded from its index is the same
-    for any number of processes.
+    Every item is in exactly one block and the blocks, in rank order, are the items in order, so lists
+    gathered in rank order are in item order; randomness seeded from an item's index is the same for any
+    number of processes.
 
     Args:
         n_items: how many items the whole job has.
@@ -91,7 +92,7 @@ def shard(n_items: int) -> range:
     rank, size = rank_and_size()
     if n_items < size:
         raise LipcertError(f"Expected at least one item per process, but got {n_items} items for {size} processes.")
-    return range(rank, n_items, size)
+    return range(rank * n_items // size, (rank + 1) * n_items // size)
 
 
 def gather_objects(obj) -> list:

@@ -67,3 +67,69 @@ def test_lipcert_certify_under_torchrun_writes_the_numbers_of_one_process(tmp_pa
         for field in ("worst", "naive", "clean"):
             _same(a["metrics"][key][field], b["metrics"][key][field], exact=key.endswith("micro"))
     assert a["q2"] == b["q2"]
+
+
+def _tiny_models(tmp_path):
+    import torch
+
+    from lipcert.models import LipUNet
+    from lipcert.training import save_checkpoint
+
+    torch.manual_seed(0)
+    common = dict(num_classes=11, in_channels=3, widths=[(8, 1), (16, 1)], stem=8)
+    save_checkpoint(str(tmp_path / "lip.pt"), LipUNet(**common, gain=8.0), {"note": "untrained"})
+    save_checkpoint(str(tmp_path / "twin.pt"), LipUNet(**common, parametrization="plain").eval(), {"note": "untrained"})
+
+
+@pytest.mark.slow
+def test_lipcert_compare_under_torchrun_writes_the_numbers_of_one_process(tmp_path):
+    _tiny_models(tmp_path)
+    args = ["compare", "--lip", "lip.pt", "--twin", "twin.pt", "--limit", "3", "--size", "32", "--eps", "0.05", "0.5",
+            "--sigma", "0.25", "--n0", "2", "--num-samples", "20", "--alpha", "0.1", "--no-progress",
+            "--overhead-size", "0", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
+    assert proc.stdout.count("files:") == 1
+    a = json.loads((tmp_path / "one" / "results.json").read_text())
+    b = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert b["timing"]["processes"] == 2 and a["timing"]["processes"] == 1
+    assert a["n_images"] == b["n_images"] == 3
+    for key, value in a["lipschitz"].items():  # certified numbers: the same images, the same bound
+        if isinstance(value, dict):
+            for avg, v in value.items():
+                _same(np.array(v, dtype=float), np.array(b["lipschitz"][key][avg], dtype=float), exact=avg == "micro")
+        elif isinstance(value, list):
+            _same(np.array(value, dtype=float), np.array(b["lipschitz"][key], dtype=float), exact=False)
+        else:
+            assert value == b["lipschitz"][key]
+    # SegCertify: noise seeded from the image index, so every certified label map is the same
+    for sa, sb in zip(a["segcertify"], b["segcertify"], strict=True):
+        for ra, rb in zip(sa["results"], sb["results"], strict=True):
+            assert ra.keys() == rb.keys()
+            for name in ra:
+                exact = not name.endswith("macro")
+                _same(np.array(ra[name], dtype=float), np.array(rb[name], dtype=float), exact=exact)
+
+
+@pytest.mark.slow
+def test_lipcert_audit_under_torchrun_certifies_what_one_process_certifies(tmp_path):
+    args = ["audit", "--model", "digits-lipunet", "--limit", "3", "--batch-size", "1", "--steps", "2",
+            "--eps", "0.1", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
+    assert proc.stdout.count("files:") == 1
+    a = json.loads((tmp_path / "one" / "audit.json").read_text())
+    b = json.loads((tmp_path / "two" / "audit.json").read_text())
+    assert [r["image"] for r in a["rows"]] == [r["image"] for r in b["rows"]] == [0, 1, 2]
+    assert a["violations"] == b["violations"] == 0
+    for m, entry in a["metrics"].items():
+        for avg in ("macro", "micro"):
+            _same(entry["certified"][avg], b["metrics"][m]["certified"][avg], exact=avg == "micro")
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):  # per image, in image order
+        assert ra["certified"] == rb["certified"]
