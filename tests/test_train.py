@@ -142,7 +142,7 @@ def test_pgd_adversarial_training_and_pir_at_initialisation(scenes, tmp_path):
 
 
 def test_margin_ce_lowers_the_true_logit_by_kappa_value_and_gradient():
-    from lipcert.training.loop import _loss_fn  # noqa: PLC2701 - the module's own loss factory, tested directly
+    from lipcert.training.losses import loss_function as _loss_fn
 
     cfg = TrainConfig(loss="margin_ce", tau=2.0, margin=1.5)
     loss_fn = _loss_fn(cfg, ignore_index=255)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..core.errors import LipcertError
-from .loop import TrainConfig
+from .config import TrainConfig
 
 _DIGIT_BODY = dict(
     arch="LipUNet",
