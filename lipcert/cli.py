@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.config import EPS_RANGE, LIPSCHITZ_RANGE
-from .core.distributed import gather_objects, init_from_env, is_main, shard
+from .core.distributed import gather_objects, init_from_env, is_main, rank_and_size, shard
 from .core.errors import LipcertError, SolverError
 from .worst_case.registry import METRICS, UNIT_METRICS
 
@@ -432,6 +432,7 @@ def _train(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()} {platform.processor()}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "processes": rank_and_size()[1],
         "data": data,
     }
     res = train(
@@ -444,7 +445,8 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         meta=meta,
     )
-    print(f"saved {args.out} after {res['seconds']:.0f} s")
+    if is_main():  # under torchrun: DistributedDataParallel, rank 0 writes the checkpoint
+        print(f"saved {args.out} after {res['seconds']:.0f} s")
     return 0
 
 

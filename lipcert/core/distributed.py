@@ -48,6 +48,8 @@ def init_from_env(timeout_s: float = 1800.0) -> bool:
             "launch with `torchrun --nproc_per_node N lipcert ...`."
         )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":  # one GPU per local process: "cuda" then means this process's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return dist.get_world_size() > 1
 
@@ -103,3 +105,16 @@ def gather_objects(obj) -> list:
     out = [None] * size
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over every process, in place (``tensor`` itself outside a process group)."""
+    if rank_and_size()[1] > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait for every process (nothing outside a process group)."""
+    if rank_and_size()[1] > 1:
+        dist.barrier()

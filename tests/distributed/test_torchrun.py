@@ -133,3 +133,23 @@ def test_lipcert_audit_under_torchrun_certifies_what_one_process_certifies(tmp_p
             _same(entry["certified"][avg], b["metrics"][m]["certified"][avg], exact=avg == "micro")
     for ra, rb in zip(a["rows"], b["rows"], strict=True):  # per image, in image order
         assert ra["certified"] == rb["certified"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["tau_ce", "margin_ce"])
+def test_ddp_training_on_two_processes_matches_one_process_with_the_same_global_batch(tmp_path, loss):
+    import torch
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, str(HERE / "train_worker.py"), "one.pt", loss], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun([str(HERE / "train_worker.py"), "two.pt", loss], tmp_path)
+    a, b = (json.loads((tmp_path / f"{name}.pt.json").read_text()) for name in ("one", "two"))
+    assert not a["distributed"] and b["distributed"]
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-5)
+    wa, wb = (torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"] for name in ("one", "two"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert (tmp_path / "two.pt.state").exists()  # rank 0 keeps the resumable state
