@@ -479,6 +479,7 @@ def _batches(dataset, indices, batch_size: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lipcert`` argument parser with every command."""
     from . import __version__
 
     parser = _Parser(prog="lipcert", description=__doc__, formatter_class=_Help)

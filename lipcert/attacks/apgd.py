@@ -165,6 +165,7 @@ class APGD:
         self.reduction, self.seed, self.class_weights = reduction, seed, class_weights
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+        """Adversarial images (B, C, H, W) within the radius of the labels (B, H, W); the model's mode is kept."""
         gen = torch.Generator().manual_seed(self.seed)
         x = images.detach()
         with eval_mode(self.model):

@@ -57,6 +57,7 @@ LOSSES = {"mce": masked_ce, "mce_bal": balanced_masked_ce, "js": js_divergence}
 
 
 def get_loss(name: str):
+    """The attack loss called ``name`` (one of ``LOSSES``), or a LipcertError naming the known ones."""
     if name not in LOSSES:
         raise LipcertError(f"Expected `loss` in {list(LOSSES)}, but got {name!r}.")
     return LOSSES[name]

@@ -67,6 +67,7 @@ class MarginAttack:
         return sorted({min(n, max(1, v)) for v in (k // 2, k, 2 * k + 1, 4 * k + 2, n // 2, n)})
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+        """Adversarial images (B, C, H, W) within the radius, aimed at each image's cheapest pixels."""
         x = images.detach()
         with eval_mode(self.model):
             out = x.clone() if self.eps == 0 else self._attack(x, labels, ignore_index)
@@ -74,8 +75,11 @@ class MarginAttack:
         return out
 
     def _attack(self, x, y, ignore_index):
-        """All images at once: image b targets its own cheapest set; losses are summed per image, and in
-        eval mode the images do not interact, so each gradient is the image's own."""
+        """All images at once, each with its own target set.
+
+        All images at once: image b targets its own cheapest set; losses are summed per image, and in
+        eval mode the images do not interact, so each gradient is the image's own.
+        """
         b = x.shape[0]
         valid = y != ignore_index
         y0 = torch.where(valid, y, torch.zeros_like(y))

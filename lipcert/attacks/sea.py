@@ -55,6 +55,7 @@ class SEA:
         return [atk(images, labels, ignore_index=ignore_index) for atk in self.attacks]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+        """The ensemble's best adversarial images (B, C, H, W) for pixel accuracy, within the radius."""
         with eval_mode(self.model):
             candidates = self.run_all(images, labels, ignore_index)
             with torch.no_grad():
@@ -70,6 +71,8 @@ def worst_case_miou(confusions: np.ndarray, rounds: int = 1000, seed: int = 0) -
 
     Args:
         confusions: int (A, N, K, K) confusion matrices of N images under A attacks.
+        rounds: at most this many passes over the images (it stops when a pass gains less than 1e-6).
+        seed: seed of the random order of the images in each pass.
 
     Returns:
         (mIoU, choice (N,)): the lowest pooled mIoU found and the attack chosen per image.

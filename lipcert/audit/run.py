@@ -176,8 +176,11 @@ def _attacked_values(cms: np.ndarray) -> dict:
 
 
 def _pooled_attack(cms: np.ndarray, metric: str):
-    """A pooled value the attacks reach: per image the output lowest on that metric (per class for
-    recall / IoU), the counts pooled; for mIoU SEA's greedy search over per-image choices."""
+    """A pooled value the attacks reach.
+
+    A pooled value the attacks reach: per image the output lowest on that metric (per class for
+    recall / IoU), the counts pooled; for mIoU SEA's greedy search over per-image choices.
+    """
     n_img, k = cms.shape[1], cms.shape[-1]
     if metric == "miou":
         value, _ = worst_case_miou(cms)
@@ -217,6 +220,9 @@ def audit(
         lipschitz: declared L; None computes the guaranteed bound from the weights.
         attack_factory: ``f(model, eps) -> callable attack``; default: :class:`lipcert.attacks.SEA` in l2
             with the margin attack, ``steps`` iterations per loss.
+        steps: iterations per loss of the default attack.
+        ignore_index: label excluded from every count.
+        progress: show a progress bar.
         tol: a violation is ``attacked < certified - tol``.
 
     Returns:

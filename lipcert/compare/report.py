@@ -114,9 +114,12 @@ CSV_COLUMNS = ["method", "setting", "eps", "metric", "average", "value", "status
 
 
 def _csv_rows(res: dict) -> list[list]:
-    """One row per (method, setting, eps, metric, average): numeric ``value`` (empty when unreachable),
+    """The CSV rows of a comparison.
+
+    One row per (method, setting, eps, metric, average): numeric ``value`` (empty when unreachable),
     ``status`` (exact / bound / unreachable; SegCertify values hold with probability 1 - alpha), the
-    ``alpha`` of SegCertify (empty for the deterministic Lipschitz certificate) and the clean value."""
+    ``alpha`` of SegCertify (empty for the deterministic Lipschitz certificate) and the clean value.
+    """
     lip, rows = res["lipschitz"], []
     lip_metrics = (
         ("certified_pixel_accuracy_joint", "exact", lip["clean_pixel_accuracy"]),

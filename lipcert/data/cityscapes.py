@@ -106,7 +106,7 @@ class Cityscapes(PairDataset):
         super().__init__(pairs, transform)
 
     def map_labels(self, raw: np.ndarray) -> np.ndarray:
-        """labelIds -> train ids (255 for every unevaluated id)."""
+        """LabelIds -> train ids (255 for every unevaluated id)."""
         if raw.min() < 0 or raw.max() > 255:
             raise LipcertError("Cityscapes labelIds must lie in [0, 255].")
         return _LUT[raw]

@@ -100,7 +100,7 @@ class DigitScenes:
         return torch.from_numpy(image.copy()), torch.from_numpy(target.copy())
 
     def render(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """numpy (image, target) of scene i."""
+        """Numpy (image, target) of scene i."""
         rng = np.random.default_rng([self.seed, 0 if self.split == "train" else 1, i])
         s = self.size
         image = _background(rng, s)

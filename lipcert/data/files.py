@@ -53,6 +53,7 @@ def read_labels(path: Path, channel_ok: bool = False) -> np.ndarray:
 
 
 def require_dir(path: Path, layout: str) -> Path:
+    """``path`` when it is a folder, else a LipcertError that shows the expected ``layout``."""
     if not path.is_dir():
         raise LipcertError(f"Expected the folder {path}; the expected layout is:\n{layout}")
     return path
@@ -73,6 +74,7 @@ class PairDataset:
         return len(self.pairs)
 
     def map_labels(self, raw: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        """The dataset's class ids (int64, ``ignore_index`` for void) of raw label values."""
         raise NotImplementedError
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

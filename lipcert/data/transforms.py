@@ -82,6 +82,7 @@ class TrainTransform:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image, target):
+        """The pair resized, randomly cropped (when ``crop`` is set), flipped and colour-jittered."""
         image, target = resize_pair(image, target, self.size)
         if self.crop is not None:
             image, target = random_crop(image, target, tuple(self.crop), self.rng, self.ignore_index)
@@ -98,4 +99,5 @@ class EvalTransform:
         self.size = check_size(size)
 
     def __call__(self, image, target):
+        """The (image, target) pair resized to ``size``."""
         return resize_pair(image, target, self.size)

@@ -41,9 +41,12 @@ def bin_scale(cap, n_bin):
 
 @njit(**NUMBA_FLAGS)
 def bin_of(cost, scale, n_bin):
-    """Bin of a cost in [0, cap] among ``n_bin`` bins (``scale`` = :func:`bin_scale`), equal-width in
+    """The histogram bin of a cost.
+
+    Bin of a cost in [0, cap] among ``n_bin`` bins (``scale`` = :func:`bin_scale`), equal-width in
     ``sqrt(cost)``, i.e. in the margin, where pixels spread more evenly than in its square. Non-decreasing
-    in the cost (every step is a monotone rounding). Any cost, even NaN or inf, maps into [0, n_bin)."""
+    in the cost (every step is a monotone rounding). Any cost, even NaN or inf, maps into [0, n_bin).
+    """
     v = cost * scale
     if v < n_bin * n_bin:  # False for NaN: no float reaches an index outside [0, n_bin)
         return min(n_bin - 1, int(np.sqrt(max(v, 0.0))))
@@ -118,7 +121,9 @@ def unit_candidates(logits, target, ignore_index, per_class, correct_only, lipsc
     """Pass 1: pixel radii, flip costs, the candidates costing <= cap, their histograms, clean/valid counts.
 
     Args:
-        logits: float32/float64 (B, K, N) C-contiguous; target: int64 (B, N) (``ignore_index`` = ignored).
+        logits: float32/float64 (B, K, N) C-contiguous.
+        target: int64 (B, N) labels.
+        ignore_index: label of ignored pixels.
         per_class: group candidates by ground-truth class (recall / fnr, G = K) instead of one group per
             image (G = 1).
         correct_only: candidates are the correctly classified pixels (else every valid pixel: stability).
@@ -239,7 +244,7 @@ def unit_certificate(logits, target, ignore_index, per_class, correct_only, lips
 
 @njit(**NUMBA_FLAGS)
 def _value(num, den, complement):
-    """num / den (1 - num / den if complement), NaN where den is 0."""
+    """Num / den (1 - num / den if complement), NaN where den is 0."""
     if den <= 0:
         return np.nan
     return 1.0 - num / den if complement else num / den
@@ -339,7 +344,10 @@ def grouped_flip_counts(costs, cell, count, total, n_images, groups_per_image, b
         cell: from :func:`unit_candidates` (same ``cap``).
         count: from :func:`unit_candidates` (same ``cap``).
         total: from :func:`unit_candidates` (same ``cap``).
-        n_images: B; groups_per_image: G; budgets: float64 (E,) in [0, cap], any order; cap: as in pass 1.
+        n_images: B.
+        groups_per_image: G.
+        budgets: float64 (E,) in [0, cap], any order.
+        cap: as in pass 1.
 
     Returns:
         ``(joint, single)``: int64 (B, G, E): the largest k whose k cheapest costs of group g sum to

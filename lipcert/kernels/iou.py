@@ -104,7 +104,9 @@ def iou_hulls(tp_offsets, tp_prefix, fp_offsets, fp_prefix, budgets, n_images, n
         tp_prefix: CSR over groups ``i * K + k`` (running sums).
         fp_offsets: CSR over groups ``i * K + k`` (running sums).
         fp_prefix: CSR over groups ``i * K + k`` (running sums).
-        budgets: float64 (E,); n_images: B; n_classes: K.
+        budgets: float64 (E,).
+        n_images: B.
+        n_classes: K.
 
     Returns:
         ``(points, sizes)``: int64 (m, 2) rows (a, b), the hulls one after another in item order

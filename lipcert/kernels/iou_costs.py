@@ -60,9 +60,12 @@ def _singles(seg, sorted_budgets, order, out):
 
 @njit(**NUMBA_FLAGS)
 def _cheapest_head(seg, cap):
-    """Sort, in place at the front of ``seg`` (costs <= cap, any order), the cheapest costs whose running
+    """Sort the affordable prefix of a segment's costs; return its length.
+
+    Sort, in place at the front of ``seg`` (costs <= cap, any order), the cheapest costs whose running
     sum stays <= cap; return how many. Only the bins (equal-width in sqrt(cost)) up to the first whose
-    cumulative sum exceeds cap are sorted: every cost of an earlier bin is at most every later one."""
+    cumulative sum exceeds cap are sorted: every cost of an earlier bin is at most every later one.
+    """
     m = seg.shape[0]
     if m == 0:
         return 0
@@ -127,9 +130,13 @@ def iou_costs(logits, pred, margin, target, ignore_index, inv, budgets):
     counted from all of them.
 
     Args:
-        logits: float32/float64 (B, K, N); pred int64 (B, N) first argmax; margin float64 (B, N) top1 - top2;
-        target: int64 (B, N) labels in [0, K) or ``ignore_index`` (-1 for none).
-        inv: ``1 / L``; budgets: float64 (E,) >= 0, any order.
+        logits: float32/float64 (B, K, N).
+        pred: int64 (B, N) first argmax.
+        margin: float64 (B, N) top1 - top2.
+        target: int64 (B, N) labels in [0, K) or ``ignore_index``.
+        ignore_index: label of ignored pixels (-1 for none).
+        inv: ``1 / L``.
+        budgets: float64 (E,) >= 0, any order.
 
     Returns:
         ``(tp_offsets, tp_costs, tp_prefix, fp_offsets, fp_costs, fp_prefix, tp0, union0, tp_single,

@@ -15,7 +15,9 @@ def dantzig_bound(costs, values, budgets):
     Items are taken by decreasing value / cost (zero-cost items first), the last one fractionally.
 
     Args:
-        costs: float64 (n,) >= 0; values: float64 (n,) >= 0; budgets: float64 (E,) >= 0.
+        costs: float64 (n,) >= 0.
+        values: float64 (n,) >= 0.
+        budgets: float64 (E,) >= 0.
 
     Returns:
         float64 (E,) fractional optima.

@@ -53,8 +53,11 @@ def grouped_sorted_prefix(costs, group, n_groups, cap=np.inf):
 
 @njit(**NUMBA_FLAGS)
 def _sort_and_sum(offsets, values, prefix, first, last):
-    """Sort the segments ``first .. last - 1`` ascending in place and write their running sums
-    (accumulated in float64, cheapest first)."""
+    """Sort segments in place and write their running sums.
+
+    Sort the segments ``first .. last - 1`` ascending in place and write their running sums
+    (accumulated in float64, cheapest first).
+    """
     for g in range(first, last):
         lo, hi = offsets[g], offsets[g + 1]
         if hi > lo:

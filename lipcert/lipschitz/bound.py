@@ -272,8 +272,11 @@ def lipschitz_bound(
 
 
 class _Facts(fx.Interpreter):
-    """One zero-input run of the traced graph: the shape of every tensor node and the value of every node
-    that does not depend on the image (buffers, parameters and what is computed from them)."""
+    """Shapes and constant values of the traced graph, from one zero-input run.
+
+    One zero-input run of the traced graph: the shape of every tensor node and the value of every node
+    that does not depend on the image (buffers, parameters and what is computed from them).
+    """
 
     def __init__(self, gm: fx.GraphModule, depends: dict) -> None:
         super().__init__(gm)
@@ -434,8 +437,11 @@ def _function_bound(node: fx.Node, prev: list[float], unknown: list[str], facts=
 
 
 def _scale_bound(node: fx.Node, prev: list[float], facts) -> float | None:
-    """``x * c``, ``c * x``, ``x / c`` with c a number or a constant tensor (broadcast elementwise):
-    ``max |c|`` and ``1 / min |c|``; None for anything else (a product of two image-dependent tensors)."""
+    """The bound of a scaling by a constant.
+
+    ``x * c``, ``c * x``, ``x / c`` with c a number or a constant tensor (broadcast elementwise):
+    ``max |c|`` and ``1 / min |c|``; None for anything else (a product of two image-dependent tensors).
+    """
     if len(prev) != 1:
         return None
     divide = node.target in (operator.truediv, torch.div, "div")

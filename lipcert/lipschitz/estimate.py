@@ -45,7 +45,8 @@ def lipschitz_lower_bound(
     Args:
         model: (B, C, H, W) images in [0,1] -> (B, K, H, W) logits; a frozen (export_plain) float64 copy is used.
         x: float (B, C, H, W) images around which to search.
-        n_iter: power-iteration steps per image; n_random: random directions per image.
+        n_iter: power-iteration steps per image.
+        n_random: random directions per image.
         step: l2 length of the finite difference (input units).
         generator: torch.Generator for reproducibility.
 

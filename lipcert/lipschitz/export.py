@@ -66,7 +66,7 @@ def _needs_export(m: nn.Module) -> bool:
 
 
 def _detached_deepcopy(model: nn.Module) -> nn.Module:
-    """deepcopy that detaches tensors kept as plain attributes with autograd history.
+    """Deepcopy that detaches tensors kept as plain attributes with autograd history.
 
     Parametrisations (e.g. power-iteration vectors) may store non-leaf tensors during a training forward;
     ``copy.deepcopy`` refuses those.

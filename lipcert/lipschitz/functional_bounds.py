@@ -76,8 +76,11 @@ def _in_shape(node: fx.Node, facts):
 
 
 def functional_bound(node: fx.Node, bound: float, facts) -> float | str | None:
-    """The bound of a function node whose image-dependent argument has ``bound``; a refusal reason; or
-    None when the node is none of these functions (the caller's general rules apply)."""
+    """The bound of a function node, a refusal reason, or None.
+
+    The bound of a function node whose image-dependent argument has ``bound``; a refusal reason; or
+    None when the node is none of these functions (the caller's general rules apply).
+    """
     target = node.target
     if target in _REFUSED:
         return _REFUSED[target]
@@ -140,8 +143,11 @@ def _pool(node: fx.Node, bound: float, facts):
 
 
 def _reduction(node: fx.Node, bound: float, facts):
-    """mean / sum over dimensions: each output averages (sums) n = in / out elements, so its norm is at
-    most ``1 / sqrt(n)`` (``sqrt(n)``) of theirs; a broadcast back (centring) is counted where it happens."""
+    """The bound of a mean or sum over dimensions.
+
+    Mean / sum over dimensions: each output averages (sums) n = in / out elements, so its norm is at
+    most ``1 / sqrt(n)`` (``sqrt(n)``) of theirs; a broadcast back (centring) is counted where it happens.
+    """
     first = node.args[0] if node.args else None
     if facts is None or not isinstance(first, fx.Node) or first not in facts["numels"] or node not in facts["numels"]:
         return "a reduction is bounded at the size it sees: pass `input_shape`"

@@ -137,8 +137,11 @@ def _adaptive_avg(module: nn.AdaptiveAvgPool2d, hw) -> float:
 
 
 def _l2_pool(module: nn.LPPool2d, hw) -> float:
-    """LPPool2d with p = 2: the l2 norm of each window (1-Lipschitz in it); windows overlap at most
-    ``ceil(k_h / s_h) ceil(k_w / s_w)`` times. Other p are no norm in torch (odd powers keep signs)."""
+    """The bound of LPPool2d (p = 2 only).
+
+    LPPool2d with p = 2: the l2 norm of each window (1-Lipschitz in it); windows overlap at most
+    ``ceil(k_h / s_h) ceil(k_w / s_w)`` times. Other p are no norm in torch (odd powers keep signs).
+    """
     if float(module.norm_type) != 2.0:
         raise LipschitzBoundError(f"LPPool2d with norm_type={module.norm_type}: only p = 2 is bounded (a norm).")
     k = _pair(module.kernel_size)

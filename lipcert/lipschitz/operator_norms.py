@@ -102,8 +102,11 @@ def _tap_offsets(kh: int, kw: int, dh: int, dw: int) -> tuple[torch.Tensor, torc
 
 
 def _autocorrelation(taps: torch.Tensor, ti: torch.Tensor, tj: torch.Tensor, adjoint: bool):
-    """Coefficients of the Gram symbol: ``W(f) W(f)^H = sum_D A_D e^{-i f.D}`` with
-    ``A_D = sum_{t - u = D} W_t W_u^T`` (or ``W^H W`` with ``W_t^T W_u`` and the conjugate phase)."""
+    """Autocorrelation coefficients of the Gram symbol.
+
+    Coefficients of the Gram symbol: ``W(f) W(f)^H = sum_D A_D e^{-i f.D}`` with
+    ``A_D = sum_{t - u = D} W_t W_u^T`` (or ``W^H W`` with ``W_t^T W_u`` and the conjugate phase).
+    """
     coeffs: dict[tuple[int, int], torch.Tensor] = {}
     for t in range(taps.shape[0]):
         for u in range(taps.shape[0]):
@@ -117,8 +120,11 @@ def _autocorrelation(taps: torch.Tensor, ti: torch.Tensor, tj: torch.Tensor, adj
 
 
 def _gram_blocks(fh, fw, parts, sign: float) -> torch.Tensor:
-    """Gram matrices (F, n, n) of the blocks at output frequencies (fh, fw): the mean over aliases of the
-    stride-1 Gram symbol, evaluated from its autocorrelation coefficients."""
+    """Gram matrices of the blocks at the given output frequencies.
+
+    Gram matrices (F, n, n) of the blocks at output frequencies (fh, fw): the mean over aliases of the
+    stride-1 Gram symbol, evaluated from its autocorrelation coefficients.
+    """
     return torch.einsum("fd,dab->fab", _alias_weights(fh, fw, parts, sign), parts[0][-1])
 
 
@@ -138,7 +144,8 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
 
     Args:
         weight: (C_out, C_in, kh, kw) dense kernel (groups already expanded).
-        stride, dilation: (s_h, s_w), (d_h, d_w).
+        stride: (s_h, s_w).
+        dilation: (d_h, d_w).
         grid: (N_h, N_w) periodic input size, each divisible by its stride.
     """
     w = weight.detach().to(torch.float64)
@@ -262,7 +269,8 @@ def axis_matrix(apply, n: int, axis: int) -> np.ndarray:
     Args:
         apply: a function of a (N, 1, H, W) float64 tensor, linear and acting on ``axis`` alone when the
             other spatial size is 1 (pooling or resizing with a 1-sized window across).
-        n: the input size along ``axis``; axis: 2 (rows) or 3 (columns).
+        n: the input size along ``axis``.
+        axis: 2 (rows) or 3 (columns).
 
     Returns:
         The matrix whose column j is ``apply`` of the j-th basis vector.
@@ -275,8 +283,11 @@ def axis_matrix(apply, n: int, axis: int) -> np.ndarray:
 
 
 def spectral_norm_upper(a: np.ndarray) -> float:
-    """An upper bound on the spectral norm of a matrix: exact (SVD) up to 1024 columns, else the
-    Schur bound ``sqrt(||A||_1 ||A||_inf)``, inflated by a relative 1e-9 for rounding."""
+    """An upper bound on the spectral norm of a matrix.
+
+    An upper bound on the spectral norm of a matrix: exact (SVD) up to 1024 columns, else the
+    Schur bound ``sqrt(||A||_1 ||A||_inf)``, inflated by a relative 1e-9 for rounding.
+    """
     if a.size == 0:
         return 0.0
     if max(a.shape) <= 1024:

@@ -123,9 +123,12 @@ class AbstainMetrics(Metric):
             getattr(self, name).append(torch.tensor(values, dtype=torch.float64, device=self.device))
 
     def compute(self) -> dict:
-        """Dict of ``certified_pixel_accuracy_{micro,macro}``, ``abstain_rate_{micro,macro}``,
+        """Every metric of the images seen, macro and micro.
+
+        Dict of ``certified_pixel_accuracy_{micro,macro}``, ``abstain_rate_{micro,macro}``,
         ``certified_map_iou_micro`` (K,) pooled, ``certified_map_miou_{micro,macro}`` and
-        ``worst_case_miou_{micro,macro}`` (abstained pixels adversarial; micro pools per-class counts)."""
+        ``worst_case_miou_{micro,macro}`` (abstained pixels adversarial; micro pools per-class counts).
+        """
         cm = self.confusion.cpu().numpy()
         total = cm.sum()
         iou = iou_from_confusion(cm)

@@ -72,6 +72,7 @@ class InputNormalization(nn.Module):
         self.register_buffer("scale", (gain / std_t).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) * scale`` per channel."""
         return (x - self.mean) * self.scale
 
 
@@ -79,6 +80,7 @@ register_layer_bound(InputNormalization, lambda m, hw: float(m.scale.abs().max()
 
 
 def check_parametrization(parametrization: str) -> str:
+    """The parametrization name, or a LipcertError naming the known ones."""
     if parametrization not in PARAMETRIZATIONS:
         raise LipcertError(f"Expected `parametrization` in {PARAMETRIZATIONS}, but got {parametrization!r}.")
     return parametrization
@@ -116,7 +118,7 @@ def norm(p: str, channels: int) -> nn.Module:
 
 
 def block(p: str, c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    """conv -> activation -> centering."""
+    """Conv -> activation -> centering."""
     return nn.Sequential(conv(p, c_in, c_out, k, stride, dilation), activation(p, c_out), norm(p, c_out))
 
 
@@ -124,4 +126,5 @@ class ScaledConcat(nn.Module):
     """Concatenate b branches along channels and scale by 1/sqrt(b): 1-Lipschitz if each branch is."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The inputs concatenated on channels, scaled by ``1 / sqrt(len(xs))`` (1-Lipschitz)."""
         return torch.cat(xs, dim=1) * (1.0 / math.sqrt(len(xs)))

@@ -116,6 +116,7 @@ class LipNet(_Base):
         self.head = conv(p, c_prev, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) of images (B, C, H, W) whose size the strides divide."""
         h = self.encoder(self.normalize(check_input_size(x, 2 ** len(self.config["widths"]))))
         h = self.project(self.concat(*[branch(h) for branch in self.aspp]))
         return self.head(self.decoder(h))
@@ -187,6 +188,7 @@ class LipUNet(_Base):
         self.head = conv(p, c_prev // 4, num_classes, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) of images (B, C, H, W) whose size the strides divide."""
         h = self.stem(self.space_to_depth(self.normalize(check_input_size(x, 2 ** (len(self.config["widths"]) + 1)))))
         feats = [h]
         for stage in self.down:

@@ -94,6 +94,7 @@ def segcertify_from_samples(
         sigma: noise std.
         correction: ``"holm"``, ``"bonferroni"`` or ``"kfwer"`` (with ``k``).
         abstain: label of non-certified pixels.
+        k: the k of ``"kfwer"`` (at most k false certifications).
 
     Returns:
         :class:`SmoothingResult` with ``labels`` of shape ``samples.shape[1:]``.
@@ -245,11 +246,16 @@ def segcertify(
     Args:
         model: (B, C, H, W) images in [0,1] -> (B, K, H, W) logits; run in eval mode (restored).
         x: float (C, H, W) or (B, C, H, W) images in [0, 1]; noise is added here, in [0,1] space.
-        sigma: noise std (l2 units of [0,1] pixels); n0 / n: selection / estimation samples per image.
-        tau: tested probability (radius ``sigma * Phi^-1(tau)``); alpha: FWER level.
+        sigma: noise std (l2 units of [0,1] pixels).
+        n0: selection samples per image.
+        n: estimation samples per image.
+        tau: tested probability (radius ``sigma * Phi^-1(tau)``).
+        alpha: FWER level.
         correction: ``"holm"`` (default), ``"bonferroni"`` or ``"kfwer"`` (with ``k``).
         batch_size: noisy samples per forward pass (memory stays bounded).
         generator: a torch.Generator for reproducible noise (drawn on its device, then moved to ``x``'s).
+        abstain: label of non-certified pixels.
+        k: the k of ``"kfwer"``.
 
     Returns:
         :class:`SmoothingResult`: labels (H, W) or (B, H, W), radius, timings (sampling / testing /

@@ -22,7 +22,8 @@ def pvalue_table(n: int, tau: float) -> np.ndarray:
 
     Examples:
         >>> [round(float(p), 4) for p in pvalue_table(2, 0.5)]
-        [1.0, 0.75, 0.25]"""
+        [1.0, 0.75, 0.25]
+    """
     return binom.sf(np.arange(n + 1) - 1, n, tau)
 
 
@@ -32,7 +33,8 @@ def pvalues(counts: np.ndarray, n: int, tau: float) -> np.ndarray:
     Examples:
         >>> import numpy as np
         >>> pvalues(np.array([2, 1]), 2, 0.5).tolist()
-        [0.25, 0.75]"""
+        [0.25, 0.75]
+    """
     return pvalue_table(n, tau)[counts]
 
 
@@ -49,9 +51,12 @@ def reject(
 
     Args:
         counts: int (P,) estimation counts of each pixel's selected class, in [0, n].
-        n: number of estimation samples; tau: the tested probability; alpha: level.
+        n: number of estimation samples.
+        tau: the tested probability.
+        alpha: level.
         correction: ``"holm"`` (step-down, default), ``"bonferroni"`` or ``"kfwer"`` (Lehmann-Romano
             step-down: at most ``k`` false certifications with probability >= 1 - alpha).
+        k: the k of ``"kfwer"``.
         table: the p-value table of :func:`pvalue_table` when already computed.
 
     Returns:
@@ -94,7 +99,8 @@ def radius(sigma: float, tau: float) -> float:
 
     Examples:
         >>> round(radius(0.25, 0.8413447), 4)
-        0.25"""
+        0.25
+    """
     return float(sigma * norm.ppf(tau))
 
 
@@ -128,7 +134,8 @@ def check_reachable(tau: float, n: int, pixels: int, alpha: float, correction: s
     """Raise when tau is above the ceiling (nothing could ever be certified) or n is too small for alpha.
 
     Examples:
-        >>> check_reachable(0.8, n=100, pixels=4096, alpha=0.001)  # fine: below the ceiling 0.8588"""
+        >>> check_reachable(0.8, n=100, pixels=4096, alpha=0.001)  # fine: below the ceiling 0.8588
+    """
     ceiling = tau_ceiling(n, pixels, alpha, correction, k)
     if ceiling <= 0.5:
         raise LipcertError(
@@ -148,5 +155,6 @@ def min_samples(tau: float, pixels: int, alpha: float) -> int:
 
     Examples:
         >>> min_samples(0.9, pixels=4096, alpha=0.001)
-        145"""
+        145
+    """
     return int(math.ceil(math.log(alpha / pixels) / math.log(tau)))

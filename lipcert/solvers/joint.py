@@ -35,6 +35,7 @@ _MAX_LCM = 2**40
 
 @dataclass(frozen=True)
 class JointResult:
+    """A joint-mIoU answer: the proven bound, its status, and the best attack value found."""
     value: float  # proven lower bound on the worst mIoU (exact when status == "exact")
     status: str  # "exact" | "bound" | "time_limit"
     attack_value: float  # mIoU of the best reassignment found (an upper bound on the worst case)
@@ -52,9 +53,12 @@ def joint_miou_min(
     """Proven lower bound (exact when ``status == "exact"``) on the worst mIoU of one image.
 
     Args:
-        z: float64 (K, N) logits; target: int (N,) labels (any value where not valid); valid: bool (N,);
-        budget: eps**2 (already inflated for float safety); time_limit: seconds per solve;
-        inv: ``1 / L``: reassigning pixel p to class k costs ``((z_pred - z_k) * inv)**2 / 2``;
+        z: float64 (K, N) logits.
+        target: int (N,) labels (any value where not valid).
+        valid: bool (N,) pixels that count.
+        budget: eps**2 (already inflated for float safety).
+        time_limit: seconds per solve.
+        inv: ``1 / L``: reassigning pixel p to class k costs ``((z_pred - z_k) * inv)**2 / 2``.
         attack_budget: the budget a reassignment must truly fit to count as an attack (default: budget),
             e.g. eps**2 without the slack, so that the attack value is never below the true worst case.
     """

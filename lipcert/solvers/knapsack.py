@@ -20,7 +20,10 @@ def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limi
     values are scaled and rounded up for the same reason.
 
     Args:
-        costs: float64 (n,) > 0; values: float64 (n,) > 0; budget: > 0; time_limit: seconds.
+        costs: float64 (n,) > 0.
+        values: float64 (n,) > 0.
+        budget: > 0.
+        time_limit: seconds.
 
     Returns:
         ``(value, status)``: an upper bound on the optimum and ``"exact"`` (it is the optimum),

@@ -11,6 +11,7 @@ from .config import LOSSES, TrainConfig
 
 
 def loss_function(cfg: TrainConfig, ignore_index: int):
+    """The training loss of ``cfg.loss``: ``f(logits, target)`` (margin_ce: ``f(logits, target, kappa)``)."""
     weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
     if cfg.loss == "tau_ce":
         return torchlip.TauCrossEntropyLoss(tau=cfg.tau, weight=weight, ignore_index=ignore_index)

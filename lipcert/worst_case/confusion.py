@@ -18,6 +18,7 @@ def confusion_matrix(
         pred: int (..., H, W) predicted labels in [0, n_pred_classes).
         target: int (..., H, W) labels in [0, num_classes) or ``ignore_index`` (left out).
         num_classes: K (rows).
+        ignore_index: label left out of the counts, or None.
         n_pred_classes: columns (default K; K + 1 with an abstain column).
 
     Returns:

@@ -36,12 +36,18 @@ class _IoUProblem:
 
 
 def build_iou_problem(logits, pred, margin, target, lipschitz, ignore_index, budgets) -> _IoUProblem:
-    """The cheapest TP-removal and FP-addition costs of every (image, class), for these budgets
+    """The sorted TP-removal and FP-addition costs of every (image, class).
+
+    The cheapest TP-removal and FP-addition costs of every (image, class), for these budgets
     (:func:`lipcert.kernels.iou_costs`).
 
     Args:
-        logits: float32/float64 (B, K, N) logits; pred int64 (B, N); margin float64 (B, N); target int64
-            (B, N) labels in [0, K) or ``ignore_index`` (validated by the caller).
+        logits: float32/float64 (B, K, N) logits.
+        pred: int64 (B, N) first argmax.
+        margin: float64 (B, N) top1 - top2.
+        target: int64 (B, N) labels in [0, K) or ``ignore_index`` (validated by the caller).
+        lipschitz: L > 0.
+        ignore_index: label of ignored pixels, or None.
         budgets: float64 (E,) squared radii (with slack) the problem must answer: the sorted lists stop
             where their running sum exceeds the largest one (no answer for these budgets changes).
     """
@@ -76,7 +82,7 @@ def iou_per_image(problem: _IoUProblem):
 
 
 def mean_over_classes(values: np.ndarray) -> np.ndarray:
-    """nanmean over the last (class) axis; NaN where every class is undefined.
+    """Nanmean over the last (class) axis; NaN where every class is undefined.
 
     As an mIoU certificate this is sound: each class keeps at least its own worst IoU under any single
     perturbation, classes with ground truth are always counted, and the only classes an attack can drop

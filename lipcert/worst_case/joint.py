@@ -28,8 +28,12 @@ def joint_miou(
 
     Args:
         logits: (B, K, H, W) float logits of small images or regions (H * W <= ``max_pixels``).
-        target: int (B, H, W) labels; eps: radius or radii (l2, [0,1] pixel units); lipschitz: L.
+        target: int (B, H, W) labels.
+        eps: radius or radii (l2, [0,1] pixel units).
+        lipschitz: L (required).
+        ignore_index: label excluded from every count, or None.
         time_limit: seconds per CP-SAT solve; on time-out the proven bound is returned.
+        max_pixels: the largest H * W accepted (the exact solver is for small images).
 
     Returns:
         :class:`Certificate` (``metric="miou_joint"``) with ``worst`` (B, E) proven lower bounds (exact

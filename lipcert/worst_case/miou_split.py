@@ -93,8 +93,11 @@ def _split_tables(steps: list, total: float):
 
 
 def _cell_dp(steps: list, width: float, rounding) -> np.ndarray:
-    """``dp[c]`` = least sum of one value per class whose step costs, in cells (``rounding(t / width)``),
-    add up to at most c; float64 (CELLS + 1,), non-increasing."""
+    """Least mean-of-classes value for every budget in cells (a knapsack DP).
+
+    ``dp[c]`` = least sum of one value per class whose step costs, in cells (``rounding(t / width)``),
+    add up to at most c; float64 (CELLS + 1,), non-increasing.
+    """
     dp = np.zeros(CELLS + 1)
     for t, v in steps:
         cells = np.zeros(t.size, dtype=np.int64) if width <= 0 else rounding(t / width).astype(np.int64)
@@ -148,7 +151,7 @@ def split_miou(problem, per_class_worst: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _best_over_absent(steps: list, absent_costs: list, budget: float) -> tuple[float, bool]:
-    """min over m of (split minimum with ``2 budget - sum of the m cheapest absent costs``) / (n + m)."""
+    """Min over m of (split minimum with ``2 budget - sum of the m cheapest absent costs``) / (n + m)."""
     total = 2.0 * budget
     lower, upper = _split_tables(steps, total)
     width = total / CELLS
@@ -169,8 +172,11 @@ def _cheapest_fp(problem, g: int) -> float:
 
 
 def _grid_steps(problem, g: int, budget: float):
-    """Steps of one class on a grid in the attacker's favour: from ``t_i = i budget / M`` on, the worst
-    IoU at ``t_{i+1}`` (the exact two-list sweep), so no true budget is charged more than it costs."""
+    """Steps of one class's worst IoU on a grid, in the attacker's favour.
+
+    Steps of one class on a grid in the attacker's favour: from ``t_i = i budget / M`` on, the worst
+    IoU at ``t_{i+1}`` (the exact two-list sweep), so no true budget is charged more than it costs.
+    """
     grid = budget * np.arange(GRID_STEPS + 1) / GRID_STEPS
     tp_off = np.array([0, problem.tp_offsets[g + 1] - problem.tp_offsets[g]], dtype=np.int64)
     fp_off = np.array([0, problem.fp_offsets[g + 1] - problem.fp_offsets[g]], dtype=np.int64)

@@ -58,7 +58,7 @@ def worst_case_miou(inter: np.ndarray, union: np.ndarray, abstained_by_class: np
 
 
 def _greedy_sum(inter: np.ndarray, union: np.ndarray, caps: np.ndarray, pixels: int) -> float:
-    """min sum_k I_k / (U_k + x_k) over integers 0 <= x_k <= caps_k, sum x_k <= pixels (greedy, exact)."""
+    """Min sum_k I_k / (U_k + x_k) over integers 0 <= x_k <= caps_k, sum x_k <= pixels (greedy, exact)."""
     x = np.zeros(inter.size, dtype=np.int64)
     heap = [(-_gain(inter[k], union[k], 0), k) for k in range(inter.size) if caps[k] > 0 and inter[k] > 0]
     heapq.heapify(heap)

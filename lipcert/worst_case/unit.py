@@ -54,6 +54,7 @@ class _UnitProblem:
 
 
 def budgets_of(eps: np.ndarray) -> np.ndarray:
+    """The cost budgets ``eps**2`` of the radii, widened by the relative slack ``COST_REL_SLACK``."""
     return eps * eps * (1.0 + COST_REL_SLACK)
 
 
@@ -80,7 +81,8 @@ def build_unit_problem(metric, logits, target, lipschitz, ignore_index, cap=np.i
         metric: one of ``UNIT_METRICS``.
         logits: float32/float64 (B, K, N) C-contiguous logits.
         target: int64 (B, N) labels, or None (stability only: every pixel counts).
-        lipschitz: L > 0; ignore_index: label excluded from every count (or None).
+        lipschitz: L > 0.
+        ignore_index: label excluded from every count (or None).
         cap: candidates costing more than ``cap`` are left out (they still count as clean): the largest
             budget when only budgets up to it are asked (Q1), inf for Q2 radii.
 
@@ -123,7 +125,11 @@ def unit_counts(metric, logits, target, lipschitz, ignore_index, eps: np.ndarray
     (:func:`lipcert.kernels.unit_certificate`); larger images split into blocks of pixels first.
 
     Args:
-        metric, logits, target, lipschitz, ignore_index: as in :func:`build_unit_problem`.
+        metric: as in :func:`build_unit_problem`.
+        logits: as in :func:`build_unit_problem`.
+        target: as in :func:`build_unit_problem`.
+        lipschitz: as in :func:`build_unit_problem`.
+        ignore_index: as in :func:`build_unit_problem`.
         eps: float64 (E,) radii >= 0.
 
     Raises:
@@ -188,7 +194,7 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
 
 
 def unit_values(num: np.ndarray, den: np.ndarray, complement: bool) -> np.ndarray:
-    """num / den (or 1 - num / den), NaN where den == 0."""
+    """Num / den (or 1 - num / den), NaN where den == 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return 1.0 - value if complement else value

@@ -56,13 +56,16 @@ def certify_weighted(
     """Worst weighted pixel accuracy ``sum w correct / sum w`` per image over ``||delta||_2 <= eps``.
 
     Args:
-        logits: (B, K, H, W) float logits; target: int (B, H, W) labels.
+        logits: (B, K, H, W) float logits.
+        target: int (B, H, W) labels.
         eps: radius or radii (l2, [0,1] pixel units).
         weights: class weights (K,) (e.g. pedestrians 10x) or per-pixel weights (B, H, W) >= 0 (a 0/1 mask
             restricts the metric to a region).
         lipschitz: L (required).
+        ignore_index: label excluded from every count, or None.
         method: ``"exact"`` (CP-SAT), ``"dantzig"`` (fractional bound, numba) or ``"auto"`` (exact when at
             most ``max_exact_items`` pixels are affordable, else Dantzig).
+        max_exact_items: with ``method="auto"``, the most affordable pixels solved exactly.
         time_limit: seconds per CP-SAT solve; on time-out the proven CP-SAT bound (capped by Dantzig) is
             used and the status says ``"time_limit"``.
 
