@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check lipcert tests benchmarks
+	$(PY) -m ruff format --check lipcert tests benchmarks
 	$(PY) -m pytest -q --doctest-modules lipcert tests
 	$(VENV)/bin/mkdocs build --strict
 

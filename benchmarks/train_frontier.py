@@ -51,8 +51,15 @@ def main() -> None:
         model = build_model(recipe["model"])
         train_set = DigitScenes("train", n=data["n_train"], size=data["size"], seed=data["seed"])
         t0 = time.time()
-        res = train(model, train_set, recipe["train"], out=path, resume=True, progress=False,
-                    meta={"setting": name, "options": options})
+        res = train(
+            model,
+            train_set,
+            recipe["train"],
+            out=path,
+            resume=True,
+            progress=False,
+            meta={"setting": name, "options": options},
+        )
         with open(os.path.join(args.out, f"{name}.log.json"), "w") as f:
             json.dump({"setting": name, "options": options, "seconds": time.time() - t0, **res}, f, default=str)
         print(name, "done", round(time.time() - t0), "s", flush=True)

@@ -338,7 +338,12 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -
     p.add_argument("--sigma", type=_positive, nargs="+", default=[0.25])
     p.add_argument("--n0", type=_count, nargs="+", default=[10])
     p.add_argument(
-        "--n", "--num-samples", dest="n", type=_count, nargs="+", default=[100],
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=_count,
+        nargs="+",
+        default=[100],
         help="SegCertify samples n (under torchrun spell it --num-samples: torchrun reads --n as its own option)",
     )
     p.add_argument("--alpha", type=_probability, default=0.001)

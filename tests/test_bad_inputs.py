@@ -109,19 +109,31 @@ CASES = [
     ("logits 3-D", _cert(logits=torch.ones(2, 1, 2)), ["logits", "shape"]),
     ("logits one class", _cert(logits=torch.ones(1, 1, 1, 2)), ["classes"]),
     ("logits nan", _cert(logits=torch.full((1, 2, 1, 2), math.nan)), ["finite"]),
-    ("logits too large", _cert(logits=torch.tensor([[[[1e300, 0.0]], [[0.0, 0.0]]]], dtype=torch.float64)),
-     ["2**161"]),  # fmt: skip
-    ("logits empty batch", _cert(logits=torch.ones(0, 2, 1, 2), target=torch.zeros(0, 1, 2, dtype=torch.long)),
-     ["at least one image"]),  # fmt: skip
+    (
+        "logits too large",
+        _cert(logits=torch.tensor([[[[1e300, 0.0]], [[0.0, 0.0]]]], dtype=torch.float64)),
+        ["2**161"],
+    ),  # fmt: skip
+    (
+        "logits empty batch",
+        _cert(logits=torch.ones(0, 2, 1, 2), target=torch.zeros(0, 1, 2, dtype=torch.long)),
+        ["at least one image"],
+    ),  # fmt: skip
     ("logits string array", _cert(logits=np.array([["a"]])), ["logits"]),
     ("target float", _cert(target=torch.zeros(1, 1, 2)), ["target"]),
     ("target shape", _cert(target=torch.zeros(1, 2, 2, dtype=torch.long)), ["target", "shape"]),
     ("target label out of range", _cert(target=torch.tensor([[[0, 7]]])), ["labels", "7"]),
     ("target missing", _cert(target=None), ["target"]),
-    ("certified_radius level and drop",
-     lambda: lipcert.certified_radius(Z, "pixel_accuracy", T, lipschitz=1.0, level=0.5, drop=0.1), ["level"]),
-    ("certified_radius level > 1",
-     lambda: lipcert.certified_radius(Z, "pixel_accuracy", T, lipschitz=1.0, level=2.0), ["level"]),
+    (
+        "certified_radius level and drop",
+        lambda: lipcert.certified_radius(Z, "pixel_accuracy", T, lipschitz=1.0, level=0.5, drop=0.1),
+        ["level"],
+    ),
+    (
+        "certified_radius level > 1",
+        lambda: lipcert.certified_radius(Z, "pixel_accuracy", T, lipschitz=1.0, level=2.0),
+        ["level"],
+    ),
     ("certify not a module", lambda: lipcert.certify(lambda x: x, X, 0.1, "stability"), ["nn.Module"]),
     ("certify x without batch", lambda: lipcert.certify(NET, X[0], 0.1, "stability"), ["x", "batch dimension"]),
     ("certify x uint8", lambda: lipcert.certify(NET, (X * 255).byte(), 0.1, "stability"), ["x", "uint8"]),
@@ -131,12 +143,21 @@ CASES = [
     ("certify x numpy", lambda: lipcert.certify(NET, X.numpy(), 0.1, "stability"), ["x", "torch.Tensor"]),
     # --- accumulators
     ("metric K changes", _metric_fed_k3_then_k4, ["K=3", "K=4"]),
-    ("metric compute before update",
-     lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0).compute(), ["update"]),
-    ("metric ignore_index float",
-     lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, ignore_index=1.5), ["ignore_index"]),
-    ("metric average", lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, average="mean"),
-     ["average"]),  # fmt: skip
+    (
+        "metric compute before update",
+        lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0).compute(),
+        ["update"],
+    ),
+    (
+        "metric ignore_index float",
+        lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, ignore_index=1.5),
+        ["ignore_index"],
+    ),
+    (
+        "metric average",
+        lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, average="mean"),
+        ["average"],
+    ),  # fmt: skip
     # --- Lipschitz bounds
     ("bound not a module", lambda: lipcert.lipschitz_bound(lambda x: x), ["nn.Module"]),
     ("bound input_shape length", lambda: lipcert.lipschitz_bound(NET, (4, 4)), ["input_shape"]),
@@ -147,25 +168,47 @@ CASES = [
     ("lower bound nan images", lambda: lipcert.lipschitz_lower_bound(NET, torch.full_like(X, math.nan)), ["finite"]),
     ("normalisation nan gain", lambda: InputNormalization([0.5], [1.0], gain=math.nan), ["gain"]),
     ("normalisation zero std", lambda: InputNormalization([0.5], [0.0]), ["std"]),
-    ("LipNet size not divisible", lambda: LipNet(3, widths=[(8, 1), (8, 1)]).eval()(torch.rand(1, 3, 18, 16)),
-     ["multiples of 4"]),  # fmt: skip
+    (
+        "LipNet size not divisible",
+        lambda: LipNet(3, widths=[(8, 1), (8, 1)]).eval()(torch.rand(1, 3, 18, 16)),
+        ["multiples of 4"],
+    ),  # fmt: skip
     # --- weighted and joint solvers
-    ("weighted time_limit 0",
-     lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0], lipschitz=1.0, method="exact", time_limit=0),
-     ["time_limit"]),
-    ("weighted time_limit nan",
-     lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0], lipschitz=1.0, method="exact", time_limit=math.nan),
-     ["time_limit"]),
-    ("weighted weights strings", lambda: lipcert.certify_weighted(Z, T, [1.0], ["a", "b"], lipschitz=1.0),
-     ["weights"]),  # fmt: skip
-    ("weighted wrong class count", lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0, 1.0], lipschitz=1.0),
-     ["class weights"]),  # fmt: skip
-    ("weighted negative weights", lambda: lipcert.certify_weighted(Z, T, [1.0], [-1.0, 1.0], lipschitz=1.0),
-     ["weights"]),  # fmt: skip
-    ("joint time_limit negative", lambda: lipcert.joint_miou(Z, T, [0.1], lipschitz=1.0, time_limit=-1),
-     ["time_limit"]),  # fmt: skip
-    ("joint max_pixels float", lambda: lipcert.joint_miou(Z, T, [0.1], lipschitz=1.0, max_pixels=2.5),
-     ["max_pixels"]),  # fmt: skip
+    (
+        "weighted time_limit 0",
+        lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0], lipschitz=1.0, method="exact", time_limit=0),
+        ["time_limit"],
+    ),
+    (
+        "weighted time_limit nan",
+        lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0], lipschitz=1.0, method="exact", time_limit=math.nan),
+        ["time_limit"],
+    ),
+    (
+        "weighted weights strings",
+        lambda: lipcert.certify_weighted(Z, T, [1.0], ["a", "b"], lipschitz=1.0),
+        ["weights"],
+    ),  # fmt: skip
+    (
+        "weighted wrong class count",
+        lambda: lipcert.certify_weighted(Z, T, [1.0], [1.0, 1.0, 1.0], lipschitz=1.0),
+        ["class weights"],
+    ),  # fmt: skip
+    (
+        "weighted negative weights",
+        lambda: lipcert.certify_weighted(Z, T, [1.0], [-1.0, 1.0], lipschitz=1.0),
+        ["weights"],
+    ),  # fmt: skip
+    (
+        "joint time_limit negative",
+        lambda: lipcert.joint_miou(Z, T, [0.1], lipschitz=1.0, time_limit=-1),
+        ["time_limit"],
+    ),  # fmt: skip
+    (
+        "joint max_pixels float",
+        lambda: lipcert.joint_miou(Z, T, [0.1], lipschitz=1.0, max_pixels=2.5),
+        ["max_pixels"],
+    ),  # fmt: skip
     # --- SegCertify
     ("segcertify sigma nan", _seg(sigma=math.nan), ["sigma"]),
     ("segcertify sigma negative", _seg(sigma=-0.25), ["sigma"]),
@@ -184,8 +227,11 @@ CASES = [
     ("counts alpha 2", _counts(alpha=2.0), ["alpha"]),
     ("counts negative sigma", _counts(sigma=-0.1), ["sigma"]),
     ("counts float mode", _counts(mode=np.zeros((2, 2))), ["mode"]),
-    ("samples abstain is a class", lambda: segcertify_from_samples(np.zeros((20, 2), dtype=int), 5, 0.6, 0.01, 0.25,
-                                                                   abstain=0), ["abstain"]),  # fmt: skip
+    (
+        "samples abstain is a class",
+        lambda: segcertify_from_samples(np.zeros((20, 2), dtype=int), 5, 0.6, 0.01, 0.25, abstain=0),
+        ["abstain"],
+    ),  # fmt: skip
     # --- data
     ("digits size 0", lambda: DigitScenes(size=0), ["size"]),
     ("digits negative seed", lambda: DigitScenes(seed=-1), ["seed"]),
@@ -202,16 +248,28 @@ CASES = [
     ("train non-finite loss", _tiny_train(epochs=1, tau=1e39), ["loss"]),
     ("train negative margin", lambda: TrainConfig(loss="margin_ce", margin=-1.0), ["margin"]),
     ("train float margin_warmup", lambda: TrainConfig(margin_warmup=2.5), ["margin_warmup"]),
-    ("metric lipschitz_source", lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, lipschitz_source=3),
-     ["lipschitz_source"]),  # fmt: skip
+    (
+        "metric lipschitz_source",
+        lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, lipschitz_source=3),
+        ["lipschitz_source"],
+    ),  # fmt: skip
     ("bound bounds not a dict", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds=[1]), ["bounds"]),
-    ("bound bounds bad key", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={"Conv2d": _ONE}),
-     ["register_layer_bound"]),  # fmt: skip
-    ("bound bounds override built-in", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={nn.Conv2d: _ONE}),
-     ["override=True"]),  # fmt: skip
+    (
+        "bound bounds bad key",
+        lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={"Conv2d": _ONE}),
+        ["register_layer_bound"],
+    ),  # fmt: skip
+    (
+        "bound bounds override built-in",
+        lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={nn.Conv2d: _ONE}),
+        ["override=True"],
+    ),  # fmt: skip
     ("abstain metrics abstain in range", lambda: AbstainMetrics(3, abstain=1), ["abstain"]),
-    ("abstain metrics labels out of range",
-     lambda: AbstainMetrics(3).update(np.full((1, 2, 2), 7), np.zeros((1, 2, 2), int)), ["labels"]),  # fmt: skip
+    (
+        "abstain metrics labels out of range",
+        lambda: AbstainMetrics(3).update(np.full((1, 2, 2), 7), np.zeros((1, 2, 2), int)),
+        ["labels"],
+    ),  # fmt: skip
     # --- comparison settings
     ("compare foreground negative", lambda: CompareConfig(foreground=[-1]), ["foreground"]),
     ("compare alpha 2", lambda: CompareConfig(alpha=2.0), ["alpha"]),
@@ -220,10 +278,16 @@ CASES = [
     ("compare limit 0", lambda: CompareConfig(limit=0), ["limit"]),
     # --- audit
     ("audit bare tensors", lambda: lipcert.audit.audit(NET, [X], [0.1], lipschitz=1.0), ["(images, labels)"]),
-    ("audit labels out of range",
-     lambda: lipcert.audit.audit(NET, [(X, torch.full((1, 4, 4), 9))], [0.1], lipschitz=1.0), ["labels"]),
-    ("audit lipschitz bool", lambda: lipcert.audit.audit(NET, [(X, torch.zeros(1, 4, 4, dtype=torch.long))], [0.1],
-                                                         lipschitz=True), ["lipschitz"]),  # fmt: skip
+    (
+        "audit labels out of range",
+        lambda: lipcert.audit.audit(NET, [(X, torch.full((1, 4, 4), 9))], [0.1], lipschitz=1.0),
+        ["labels"],
+    ),
+    (
+        "audit lipschitz bool",
+        lambda: lipcert.audit.audit(NET, [(X, torch.zeros(1, 4, 4, dtype=torch.long))], [0.1], lipschitz=True),
+        ["lipschitz"],
+    ),  # fmt: skip
 ]
 
 

@@ -59,7 +59,6 @@ CONSTANT_MODULES: dict[type, float] = {
 }
 
 
-
 def resize_bound(hw, size, scale_factor, mode, align_corners, recompute_scale_factor=None, antialias=False) -> float:
     """Exact operator norm (times 1 + 1e-9) of a 2-D resize of an (H, W) input, per channel.
 
@@ -71,6 +70,7 @@ def resize_bound(hw, size, scale_factor, mode, align_corners, recompute_scale_fa
     sizes = size if isinstance(size, (tuple, list)) else (size, size)
     norms = []
     for axis in (0, 1):
+
         def apply(x, axis=axis):
             kw = dict(mode=mode, antialias=antialias)
             if mode in ("linear", "bilinear", "bicubic", "trilinear"):

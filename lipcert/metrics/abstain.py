@@ -94,8 +94,10 @@ class AbstainMetrics(Metric):
             raise LipcertError(f"Expected integer labels and target, but got {labels.dtype} and {target.dtype}.")
         k = self.num_classes
         bad_l = (labels != self.abstain) & ((labels < 0) | (labels >= k))
-        bad_t = ((target < 0) | (target >= k)) if self.ignore_index is None else (target != self.ignore_index) & (
-            (target < 0) | (target >= k)
+        bad_t = (
+            ((target < 0) | (target >= k))
+            if self.ignore_index is None
+            else (target != self.ignore_index) & ((target < 0) | (target >= k))
         )
         if bad_l.any() or bad_t.any():
             found = np.unique(np.concatenate([labels[bad_l], target[bad_t]]))[:5].tolist()

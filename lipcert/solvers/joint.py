@@ -36,6 +36,7 @@ _MAX_LCM = 2**40
 @dataclass(frozen=True)
 class JointResult:
     """A joint-mIoU answer: the proven bound, its status, and the best attack value found."""
+
     value: float  # proven lower bound on the worst mIoU (exact when status == "exact")
     status: str  # "exact" | "bound" | "time_limit"
     attack_value: float  # mIoU of the best reassignment found (an upper bound on the worst case)

@@ -66,9 +66,7 @@ def joint_miou(
         flat_t = tgt[i].ravel()
         valid = flat_t != ignore_index if ignore_index is not None else np.ones_like(flat_t, dtype=bool)
         for j in range(len(e)):
-            res = joint_miou_min(
-                z[i], np.where(valid, flat_t, 0), valid, budgets[j], time_limit, inv, e[j] * e[j]
-            )
+            res = joint_miou_min(z[i], np.where(valid, flat_t, 0), valid, budgets[j], time_limit, inv, e[j] * e[j])
             worst[i, j], attack[i, j] = res.value, res.attack_value
             codes[i, j] = {"exact": 0, "bound": 1, "time_limit": 2}[res.status]
     # the mean of per-class worst cases is also a proven lower bound: never return less

@@ -51,10 +51,32 @@ def test_every_metric_and_average_synchronised_over_two_processes_equals_one_pro
 
 @pytest.mark.slow
 def test_lipcert_certify_under_torchrun_writes_the_numbers_of_one_process(tmp_path):
-    args = ["certify", "--model", "digits-lipunet", "--limit", "5", "--batch-size", "2", "--no-progress",
-            "--metric", "pixel_accuracy", "recall", "iou", "miou", "--eps", "0.05", "0.2"]
-    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    args = [
+        "certify",
+        "--model",
+        "digits-lipunet",
+        "--limit",
+        "5",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--metric",
+        "pixel_accuracy",
+        "recall",
+        "iou",
+        "miou",
+        "--eps",
+        "0.05",
+        "0.2",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
     assert proc.stdout.count("files:") == 1  # rank 0 alone reports
@@ -84,12 +106,41 @@ def _tiny_models(tmp_path):
 @pytest.mark.slow
 def test_lipcert_compare_under_torchrun_writes_the_numbers_of_one_process(tmp_path):
     _tiny_models(tmp_path)
-    args = ["compare", "--lip", "lip.pt", "--twin", "twin.pt", "--limit", "3", "--size", "32", "--eps", "0.05", "0.5",
-            "--sigma", "0.25", "--n0", "2", "--num-samples", "20", "--alpha", "0.1", "--no-progress",
-            "--overhead-size", "0", "0"]
+    args = [
+        "compare",
+        "--lip",
+        "lip.pt",
+        "--twin",
+        "twin.pt",
+        "--limit",
+        "3",
+        "--size",
+        "32",
+        "--eps",
+        "0.05",
+        "0.5",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "2",
+        "--num-samples",
+        "20",
+        "--alpha",
+        "0.1",
+        "--no-progress",
+        "--overhead-size",
+        "0",
+        "0",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
     assert proc.stdout.count("files:") == 1
@@ -116,11 +167,29 @@ def test_lipcert_compare_under_torchrun_writes_the_numbers_of_one_process(tmp_pa
 
 @pytest.mark.slow
 def test_lipcert_audit_under_torchrun_certifies_what_one_process_certifies(tmp_path):
-    args = ["audit", "--model", "digits-lipunet", "--limit", "3", "--batch-size", "1", "--steps", "2",
-            "--eps", "0.1", "--no-progress"]
+    args = [
+        "audit",
+        "--model",
+        "digits-lipunet",
+        "--limit",
+        "3",
+        "--batch-size",
+        "1",
+        "--steps",
+        "2",
+        "--eps",
+        "0.1",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "lipcert.cli", *args, "--out", "one"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
     assert proc.stdout.count("files:") == 1
@@ -141,8 +210,14 @@ def test_ddp_training_on_two_processes_matches_one_process_with_the_same_global_
     import torch
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, str(HERE / "train_worker.py"), "one.pt", loss], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, str(HERE / "train_worker.py"), "one.pt", loss],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     torchrun([str(HERE / "train_worker.py"), "two.pt", loss], tmp_path)
     a, b = (json.loads((tmp_path / f"{name}.pt.json").read_text()) for name in ("one", "two"))

@@ -110,6 +110,4 @@ def test_abstain_metrics_split_invariance_pickle_and_state_dict():
         np.testing.assert_array_equal(np.asarray(loaded.compute()[key]), np.asarray(b[key]))
     split.reset()
     split.update(labels[:1], target[:1])
-    assert split.compute()["certified_pixel_accuracy_micro"] == pytest.approx(
-        float(((labels[0] == target[0])).mean())
-    )
+    assert split.compute()["certified_pixel_accuracy_micro"] == pytest.approx(float((labels[0] == target[0]).mean()))

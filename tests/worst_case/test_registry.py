@@ -19,8 +19,9 @@ def test_registry_is_the_public_metric_list_and_the_cli_choices():
     assert len(REGISTRY) >= 6 and lipcert.METRICS == METRICS == tuple(REGISTRY)
     from lipcert.cli import build_parser
 
-    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["certify"]._actions
-                  if a.dest == "metric")
+    action = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["certify"]._actions if a.dest == "metric"
+    )
     assert tuple(action.choices) == METRICS
 
 
@@ -51,8 +52,14 @@ def test_needs_target_is_enforced_from_the_registry():
 
 
 def test_build_certificate_never_strengthens_a_status_and_refuses_unlabelled_objectives():
-    common = dict(eps=np.array([0.1]), worst=np.array([0.5]), clean=np.array(1.0), naive=None, lipschitz=1.0,
-                  lipschitz_source="declared")
+    common = dict(
+        eps=np.array([0.1]),
+        worst=np.array([0.5]),
+        clean=np.array(1.0),
+        naive=None,
+        lipschitz=1.0,
+        lipschitz_source="declared",
+    )
     # miou is a bound in the registry: asking for "exact" keeps the bound
     assert build_certificate("miou", "micro", status="exact", **common).status is Status.BOUND
     # an exact metric may be weakened (e.g. a time limit)
