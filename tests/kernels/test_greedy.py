@@ -9,38 +9,26 @@ from hypothesis import strategies as st
 from lipcert.kernels import grouped_flip_counts, unit_candidates, unit_certificate
 
 
-def _assert_candidates_equal(got, ref):
-    margin, costs, cell, count, total, clean, den, finite, labels_ok = got
-    kept = ref[2] >= 0
-    np.testing.assert_array_equal(margin, ref[0])
-    np.testing.assert_array_equal(cell, ref[2])
-    np.testing.assert_array_equal(costs[kept], ref[1][kept])  # other slots are undefined
-    for x, y in zip((count, total, clean, den, finite, labels_ok), ref[3:], strict=True):
-        np.testing.assert_array_equal(x, y)
-
-
 def _both(logits, target, per_class, correct_only, lipschitz, eps, complement=False):
+    """The kernels' answers (radii, flip counts, clean and valid counts) equal the reference's."""
     budgets = eps * eps * (1 + 1e-9)
     cap = float(budgets.max())
+    ans = reference.unit_answers(logits, target, 255, per_class, correct_only, lipschitz, budgets)
     got = unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
-    ref = reference.unit_candidates(logits, target, 255, per_class, correct_only, lipschitz, cap)
-    _assert_candidates_equal(got, ref)
+    np.testing.assert_array_equal(got[0], ans["radius"])
+    for x, key in zip(got[5:], ("clean", "den", "finite", "labels_ok"), strict=True):
+        np.testing.assert_array_equal(x, ans[key])
     b, k = logits.shape[:2]
     g = k if per_class else 1
     flips = grouped_flip_counts(*got[1:5], b, g, budgets, cap)
-    flips_ref = reference.grouped_flip_counts(*ref[1:5], b, g, budgets, cap)
-    for x, y in zip(flips, flips_ref, strict=True):
-        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(flips[0], ans["joint"])
+    np.testing.assert_array_equal(flips[1], ans["single"])
     fused = unit_certificate(logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement)
     fused_ref = reference.unit_certificate(
         logits, target, 255, per_class, correct_only, lipschitz, eps, 1e-9, complement
     )
     for x, y in zip(fused, fused_ref, strict=True):
         np.testing.assert_array_equal(x, y)
-    clean = got[5][:, :, None]
-    two_pass = (got[0], (clean - flips[0]).transpose(0, 2, 1), (clean - flips[1]).transpose(0, 2, 1), *got[5:])
-    for x, y in zip(fused[:1] + fused[4:], two_pass, strict=True):
-        np.testing.assert_array_equal(x, y)  # one region per image = the two passes
     return got, flips
 
 
@@ -57,7 +45,7 @@ def test_small_inputs_with_ties_equal_the_sorted_running_sums(b, k, n, seed, per
 
 @pytest.mark.parametrize("per_class", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_several_blocks_and_tiles_equal_the_twin(per_class, dtype):
+def test_several_blocks_and_tiles_equal_the_reference(per_class, dtype):
     rng = np.random.default_rng(3)
     b, k, n = 2, 4, 9001  # three blocks of pixels per image, the last one short; many tiles
     logits = rng.normal(size=(b, k, n)).astype(dtype)
@@ -80,24 +68,28 @@ def test_several_blocks_and_tiles_equal_the_twin(per_class, dtype):
 def test_cap_zero_keeps_only_ties_and_cap_inf_keeps_every_candidate():
     logits = np.array([[[1.0, 2.0, 0.0, 5.0], [1.0, 0.0, 0.0, 1.0]]], dtype=np.float32)
     target = np.array([[0, 0, 1, 0]])
-    radius, _, cell, *_ = unit_candidates(logits, target, 255, False, True, 1.0, 0.0)
-    np.testing.assert_array_equal(radius * np.sqrt(2), [[0.0, 2.0, 0.0, 4.0]])
-    np.testing.assert_array_equal(cell, [0, -1, -1, -1])  # only pixel 0: a tie, predicted 0 (first max)
-    _, costs, cell, *_ = unit_candidates(logits, target, 255, False, True, 1.0, np.inf)
-    np.testing.assert_array_equal(cell, [0, 0, 0, -1])  # pixel 2 (a tie predicted 0) is wrong: no candidate
-    np.testing.assert_array_equal(costs[:3], [0.0, 2.0, 8.0])  # compact, in pixel order
+    got = unit_candidates(logits, target, 255, False, True, 1.0, 0.0)
+    np.testing.assert_array_equal(got[0] * np.sqrt(2), [[0.0, 2.0, 0.0, 4.0]])
+    # cap 0: only pixel 0 (a tie, predicted 0 = its label) can be flipped, and it costs nothing
+    assert grouped_flip_counts(*got[1:5], 1, 1, np.array([0.0]), 0.0)[0].tolist() == [[[1]]]
+    # cap inf: the three correct pixels cost 0, 2 and 8 (pixel 2, a tie predicted 0, is wrong already)
+    got = unit_candidates(logits, target, 255, False, True, 1.0, np.inf)
+    joint, single = grouped_flip_counts(*got[1:5], 1, 1, np.array([0.0, 2.0, 9.9, 10.0]), np.inf)
+    assert joint.tolist() == [[[1, 2, 2, 3]]] and single.tolist() == [[[1, 2, 3, 3]]]
 
 
 def test_bad_inputs_are_flagged():
     logits = np.zeros((1, 2, 5), dtype=np.float32)
     target = np.array([[0, 1, 2, 255, 0]])  # label 2 is out of range for K = 2
-    assert unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
-    assert reference.unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1] is False
+    assert bool(unit_candidates(logits, target, 255, False, True, 1.0, 1.0)[-1]) is False
+    assert reference.unit_answers(logits, target, 255, False, True, 1.0, np.array([1.0]))["labels_ok"] is False
     eps = np.array([1.0])
-    assert unit_certificate(logits, target, 255, False, True, 1.0, eps, 0.0, False)[-1] is False
+    assert bool(unit_certificate(logits, target, 255, False, True, 1.0, eps, 0.0, False)[-1]) is False
     logits[0, 1, 3] = np.nan  # on an ignored pixel: still refused
-    assert unit_candidates(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, 1.0)[-2] is False
-    assert unit_certificate(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, eps, 0.0, False)[-2] is False
+    assert bool(unit_candidates(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, 1.0)[-2]) is False
+    assert (
+        bool(unit_certificate(logits, np.zeros((1, 5), np.int64), 255, False, True, 1.0, eps, 0.0, False)[-2]) is False
+    )
 
 
 @pytest.mark.parametrize("eps", [[0.0], [0.0, 0.0], [2.0, 0.0, 0.5]])

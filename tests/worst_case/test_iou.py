@@ -7,7 +7,6 @@ import reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import upper_hull
 from test_certify import tiny_problem
 
 from lipcert import CertifiedMetric, certify_logits, joint_miou
@@ -90,13 +89,6 @@ def test_dinkelbach_equals_enumeration(images):
         assert np.isnan(ratio)  # every combination has an empty union
     else:
         assert ratio == best
-
-
-def test_upper_hull_keeps_every_ratio_minimiser():
-    pts = np.array([[0, 9], [1, 8], [2, 4], [3, 3], [4, 0]])
-    hull = upper_hull(pts)
-    for r in np.linspace(0, 5, 51):
-        assert max(a + r * b for a, b in hull) == max(a + r * b for a, b in pts)
 
 
 @given(st.integers(0, 2**31 - 1))

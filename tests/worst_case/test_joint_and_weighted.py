@@ -85,7 +85,7 @@ def test_weighted_with_unit_weights_equals_pixel_accuracy_and_masks():
 
 
 @given(st.integers(0, 30), st.integers(0, 2**31 - 1))
-def test_dantzig_kernel_equals_twin_and_bounds_the_01_optimum(n, seed):
+def test_dantzig_kernel_equals_the_reference_and_bounds_the_01_optimum(n, seed):
     rng = np.random.default_rng(seed)
     costs = np.round(rng.exponential(size=n), 1)
     values = np.round(rng.exponential(size=n) * 3, 1)
