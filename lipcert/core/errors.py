@@ -16,4 +16,4 @@ class SolverError(RuntimeError):
 
 
 class LipcertWarning(UserWarning):
-    """Something a careful user should know about (e.g. a model left in training mode)."""
+    """Something a careful user should know about: a solver stopped at its time limit (the answer is a bound)."""

@@ -7,12 +7,14 @@ math computes it, what it needs, and how its certificate is labelled for each av
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.certificate import Certificate, Status
 from ..core.checks import check_choice
+from ..core.errors import LipcertWarning
 
 GREEDY = "greedy on sorted costs (exact)"
 SWEEP = "two-list sweep (exact)"
@@ -139,6 +141,9 @@ def build_certificate(
     Raises:
         LipcertError: an unknown average, or an objective outside the registry without solver/status.
 
+    Warns:
+        LipcertWarning: when the status is ``time_limit`` (the value is a proven bound, not the optimum).
+
     Examples:
         >>> import numpy as np
         >>> c = build_certificate("stability", "micro", eps=np.array([0.1]), worst=np.array([0.9]),
@@ -155,6 +160,14 @@ def build_certificate(
         higher_is_better = spec.higher_is_better if higher_is_better is None else higher_is_better
     elif solver is None or status is None or higher_is_better is None:
         check_choice(metric, METRICS, "metric")  # raises, naming the known metrics
+    if Status(status) is Status.TIME_LIMIT:
+        warnings.warn(
+            LipcertWarning(
+                f"{metric}: a solver stopped at its time limit; `worst` holds the proven bound it had reached "
+                "(sound, not the optimum; status 'time_limit'). Raise `time_limit` for the exact value."
+            ),
+            stacklevel=3,
+        )
     return Certificate(
         metric=metric,
         eps=eps,
