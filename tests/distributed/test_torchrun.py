@@ -20,6 +20,17 @@ def torchrun(args, tmp_path, timeout=600):
     return proc
 
 
+def one_and_two_processes(args, tmp_path, report):
+    """Run a lipcert command in one process (out ``one``) and under torchrun with two (out ``two``)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"]
+    one = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
+    assert proc.stdout.count("files:") == 1  # rank 0 alone reports
+    return tuple(json.loads((tmp_path / out / report).read_text()) for out in ("one", "two"))
+
+
 def _same(a, b, exact):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     assert a.shape == b.shape
@@ -69,19 +80,7 @@ def test_lipcert_certify_under_torchrun_writes_the_numbers_of_one_process(tmp_pa
         "0.05",
         "0.2",
     ]
-    one = subprocess.run(
-        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
-    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
-    assert proc.stdout.count("files:") == 1  # rank 0 alone reports
-    a = json.loads((tmp_path / "one" / "certify.json").read_text())
-    b = json.loads((tmp_path / "two" / "certify.json").read_text())
+    a, b = one_and_two_processes(args, tmp_path, "certify.json")
     assert b["timing"]["processes"] == 2 and len(b["timing"]["seconds_per_process"]) == 2
     assert a["n_images"] == b["n_images"] == 5 and a["lipschitz"] == b["lipschitz"]
     assert set(a["metrics"]) == set(b["metrics"])
@@ -132,20 +131,7 @@ def test_lipcert_compare_under_torchrun_writes_the_numbers_of_one_process(tmp_pa
         "0",
         "0",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run(
-        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
-    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
-    assert proc.stdout.count("files:") == 1
-    a = json.loads((tmp_path / "one" / "results.json").read_text())
-    b = json.loads((tmp_path / "two" / "results.json").read_text())
+    a, b = one_and_two_processes(args, tmp_path, "results.json")
     assert b["timing"]["processes"] == 2 and a["timing"]["processes"] == 1
     assert a["n_images"] == b["n_images"] == 3
     for key, value in a["lipschitz"].items():  # certified numbers: the same images, the same bound
@@ -181,20 +167,7 @@ def test_lipcert_audit_under_torchrun_certifies_what_one_process_certifies(tmp_p
         "0.1",
         "--no-progress",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run(
-        [sys.executable, "-m", "lipcert.cli", *args, "--out", "one"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
-    proc = torchrun(["-m", "lipcert.cli", *args, "--out", "two"], tmp_path)
-    assert proc.stdout.count("files:") == 1
-    a = json.loads((tmp_path / "one" / "audit.json").read_text())
-    b = json.loads((tmp_path / "two" / "audit.json").read_text())
+    a, b = one_and_two_processes(args, tmp_path, "audit.json")
     assert [r["image"] for r in a["rows"]] == [r["image"] for r in b["rows"]] == [0, 1, 2]
     assert a["violations"] == b["violations"] == 0
     for m, entry in a["metrics"].items():
