@@ -26,6 +26,7 @@ SETTINGS = {
     "mce-tau4-k2.8": dict(loss="margin_ce", tau=4.0, margin=2.83, margin_warmup=5),
     "mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
     "tau4": dict(loss="tau_ce", tau=4.0),
+    "hinge-tau8-k2.0-q25": dict(loss="margin_hinge", tau=8.0, margin=2.0, margin_warmup=5, hinge_quantile=0.25),
     "mce-tau4-k2.0-w03": dict(loss="margin_ce", tau=4.0, margin=2.0, margin_warmup=5, class_weights=[0.3] + [1.0] * 10),
 }
 

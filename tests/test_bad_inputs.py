@@ -248,6 +248,9 @@ CASES = [
     ("train non-finite loss", _tiny_train(epochs=1, tau=1e39), ["loss"]),
     ("train negative margin", lambda: TrainConfig(loss="margin_ce", margin=-1.0), ["margin"]),
     ("train float margin_warmup", lambda: TrainConfig(margin_warmup=2.5), ["margin_warmup"]),
+    ("train hinge quantile 0", lambda: TrainConfig(loss="margin_hinge", hinge_quantile=0.0), ["hinge_quantile"]),
+    ("train hinge quantile > 1", lambda: TrainConfig(loss="margin_hinge", hinge_quantile=1.5), ["hinge_quantile"]),
+    ("train negative hinge weight", lambda: TrainConfig(hinge_weight=-1.0), ["hinge_weight"]),
     (
         "metric lipschitz_source",
         lambda: lipcert.CertifiedMetric("stability", 0.1, lipschitz=1.0, lipschitz_source=3),

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 from deel import torchlip
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lipcert import LipcertError, lipschitz_bound
 from lipcert.data import DigitScenes
@@ -159,6 +161,46 @@ def test_margin_ce_lowers_the_true_logit_by_kappa_value_and_gradient():
     assert float(loss_fn(z, y, 0.0).detach()) < float(loss.detach())
     ignored = loss_fn(z, torch.tensor([[[255]]]), 1.5)
     assert torch.isnan(ignored) or float(ignored) == 0.0
+
+
+@given(st.integers(0, 2**31 - 1), st.floats(0.05, 1.0), st.floats(0.0, 3.0))
+def test_lowest_margin_hinge_equals_a_per_class_sort_and_pushes_the_cheapest_pixels(seed, quantile, kappa):
+    from lipcert.training.losses import lowest_margin_hinge
+
+    rng = np.random.default_rng(seed)
+    z = torch.tensor(rng.normal(size=(2, 3, 3, 4)) * 2, requires_grad=True)
+    y = torch.tensor(rng.choice([0, 1, 2, 255], size=(2, 3, 4), p=[0.5, 0.2, 0.2, 0.1]))
+    got = lowest_margin_hinge(z, y, kappa, quantile, 255)
+    # reference: per class, sort the margins of its pixels, the lowest fraction pays relu(kappa - m)
+    zn, yn = z.detach().numpy().transpose(0, 2, 3, 1).reshape(-1, 3), y.numpy().reshape(-1)
+    terms = []
+    for c in range(3):
+        rows = zn[yn == c]
+        if len(rows) == 0:
+            continue
+        others = np.where(np.eye(3, dtype=bool)[c], -np.inf, rows).max(1)
+        m = np.sort(rows[:, c] - others)[: max(1, int(round(quantile * len(rows))))]
+        terms.append(np.maximum(kappa - m, 0).mean())
+    assert float(got) == pytest.approx(np.mean(terms), rel=1e-9, abs=1e-12)
+    got.backward()
+    if float(got) > 0:  # the gradient raises the true logit of some paying pixel
+        true_grad = z.grad.gather(1, torch.where(y == 255, 0, y)[:, None])[:, 0][y != 255]
+        assert (true_grad < 0).any()
+    # margins above kappa everywhere: nothing to pay
+    big = torch.zeros(1, 2, 1, 2)
+    big[0, 0] = kappa + 1.0
+    assert float(lowest_margin_hinge(big, torch.zeros(1, 1, 2, dtype=torch.long), kappa, quantile, 255)) == 0.0
+
+
+def test_margin_hinge_trains_and_refuses_nothing_valid(scenes):
+    net = _net(gain=8.0)
+    cfg = TrainConfig(epochs=1, batch_size=4, loss="margin_hinge", margin=1.0, hinge_quantile=0.5, eval_every=0)
+    res = train(net, scenes, cfg, progress=False)
+    assert np.isfinite(res["history"][0]["loss"])
+    from lipcert.training.losses import lowest_margin_hinge
+
+    z = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    assert float(lowest_margin_hinge(z, torch.full((1, 1, 1), 255), 1.0, 0.5, 255)) == 0.0
 
 
 @pytest.mark.slow

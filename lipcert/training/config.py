@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..core.checks import check_choice, check_positive
 from ..core.errors import LipcertError
 
-LOSSES = ("tau_ce", "hkr", "margin_ce")
+LOSSES = ("tau_ce", "hkr", "margin_ce", "margin_hinge")
 
 
 @dataclass
@@ -25,6 +25,11 @@ class TrainConfig:
             true-class logit lowered by kappa, so the loss keeps pushing until the margin exceeds kappa
             (``sqrt(2) * L * eps_train`` protects a pixel at radius eps_train).
         margin_warmup: epochs over which kappa grows linearly from 0 to ``margin`` (0: from the start).
+        hinge_weight, hinge_quantile: ``"margin_hinge"`` adds to margin_ce ``hinge_weight`` times a hinge
+            aimed at the joint certificate: the attacker flips the cheapest pixels first, so for each class
+            present in the batch the fraction ``hinge_quantile`` of its pixels with the lowest margins
+            ``m_p = z_y - max_{k != y} z_k`` pays ``mean(relu(kappa - m_p))``; the classes are averaged
+            with equal weight (the digits count as much as the background).
         class_weights: per-class loss weights (e.g. 0.1 for a dominant background), or None.
         noise_sigma: std of Gaussian noise added in [0,1] input space (randomized-smoothing twins).
         monitor_eps: radius (l2, [0,1] pixels) of the certified accuracy shown during evaluation.
@@ -57,6 +62,8 @@ class TrainConfig:
     init_from: str | None = None
     margin: float = 0.0
     margin_warmup: int = 0
+    hinge_weight: float = 1.0
+    hinge_quantile: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -68,6 +75,8 @@ class TrainConfig:
         for name in ("lr_min", "weight_decay", "noise_sigma", "margin", "adv_eps", "monitor_eps"):
             check_positive(getattr(self, name), name, allow_zero=True)
         check_choice(self.loss, LOSSES, "loss")
+        check_positive(self.hinge_weight, "hinge_weight", allow_zero=True)
+        check_positive(self.hinge_quantile, "hinge_quantile", maximum=1.0)
         if self.class_weights is not None:
             w = list(self.class_weights)
             if not w or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w):

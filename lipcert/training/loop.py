@@ -223,7 +223,7 @@ class _Run:
         if cfg.adversarial == "pgd":  # adversarial-only batches
             x = pgd_examples(self.model, x, y, cfg.adv_eps, cfg.adv_steps, cfg.adv_norm, self.ignore_index)
         logits = self.net(x)
-        if cfg.loss == "margin_ce":
+        if cfg.loss in ("margin_ce", "margin_hinge"):
             ramp = 1.0 if cfg.margin_warmup <= 0 else min(1.0, (epoch + step / self.steps) / cfg.margin_warmup)
             loss = self.loss_fn(logits, y, cfg.margin * ramp)
         else:
