@@ -9,9 +9,12 @@ def test_presets_match_the_paper_configurations():
     assert PRESETS["S"] == [(32, 3), (64, 3), (128, 3)]
     assert PRESETS["M1"] == [(64, 5), (128, 5), (256, 5)]
     assert PRESETS["M2"] == PRESETS["M1"] + [(512, 5)]
-    net = LipNet(19, in_channels=3, preset="S")
-    convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == 9 and [c.stride[0] for c in convs].count(2) == 3
+    for name in ("S", "M1"):  # the built encoder follows its preset: widths, depths, one stride 2 per stage
+        net = LipNet(19, in_channels=3, preset=name)
+        convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+        expected = [w for w, depth in PRESETS[name] for _ in range(depth)]
+        assert [c.out_channels for c in convs] == expected
+        assert [c.stride[0] for c in convs].count(2) == len(PRESETS[name])
 
 
 def test_export_after_a_training_step_and_build_from_config():
@@ -45,6 +48,7 @@ def test_bad_configurations_raise(kwargs):
 
 def test_pretrained_registry():
     names = list_pretrained()
+    assert {"digits-lipunet", "digits-twin-sigma025"} <= set(names)  # never passes on an empty registry
     with pytest.raises(LipcertError, match="Unknown pretrained"):
         load_pretrained("no-such-model")
     for name in names:
