@@ -29,4 +29,19 @@ SOLVER_COST_RESOLUTION: int = 10**6
 exactly SOLVER_COST_RESOLUTION): every truly affordable set stays affordable, so any resolution is sound;
 a finer one only tightens bounds (and slows the solver). A status is "exact" only after the solution is
 checked with the float costs."""
+SOLVER_VALUE_RESOLUTION: int = 10**6
+"""Non-integral knapsack values are scaled so the largest is SOLVER_VALUE_RESOLUTION and rounded up: the
+solver's optimum of the rounded values is at least the true optimum, so the damage is never understated
+(the certificate only gets lower); such answers are labelled "bound", never "exact"."""
+JOINT_EXACT_GAP: float = 1e-9
+"""joint_miou reports its proven lower bound; it is labelled "exact" when a truly affordable reassignment
+reaches that bound within JOINT_EXACT_GAP (mIoU units): coefficients may have been rounded down when the
+common multiple of the unions is too large. The value reported is the bound either way (sound)."""
+LEVEL_COUNT_TOLERANCE: float = 1e-9
+"""Q2 turns a metric level into a number of flips, ceil(level * valid - tolerance * valid): the tolerance
+absorbs float rounding of ``level * valid``; rounding the count down can only make a radius smaller."""
+LIPSCHITZ_REL_SLACK: float = 1e-6
+"""Every computed Lipschitz bound is multiplied by 1 + LIPSCHITZ_REL_SLACK: it covers LAPACK's rounding of
+singular values (relative error a small multiple of 2**-53 times the dimension) and float32 weights read
+as float64, so the bound stays above the true constant of the weights that run."""
 NUMBA_FLAGS: dict = {"cache": True, "nogil": True}

@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 from tqdm.auto import tqdm
 
+from ..core.config import LIPSCHITZ_REL_SLACK
 from ..core.errors import LipcertError, LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
 from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
-
-LIPSCHITZ_REL_SLACK = 1e-6  # covers LAPACK rounding of singular values and float32 weights -> float64
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
     F.relu,

@@ -26,7 +26,7 @@ from functools import reduce
 
 import numpy as np
 
-from ..core.config import SOLVER_COST_RESOLUTION
+from ..core.config import JOINT_EXACT_GAP, SOLVER_COST_RESOLUTION
 from ..core.errors import LipcertError
 from ..kernels import pair_costs
 
@@ -143,7 +143,7 @@ def joint_miou_min(
     if status != "time_limit":
         # exact when a truly affordable reassignment reaches the proven bound (up to 1e-9 in mIoU units:
         # coefficients may have been rounded down when the common multiple of the unions is too large)
-        status = "exact" if best_attack - best_bound <= 1e-9 else "bound"
+        status = "exact" if best_attack - best_bound <= JOINT_EXACT_GAP else "bound"
     if math.isinf(best_bound):
         return JointResult(float("nan"), status, float("nan"))
     return JointResult(best_bound, status, best_attack if math.isfinite(best_attack) else float("nan"))

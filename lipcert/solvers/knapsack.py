@@ -6,10 +6,8 @@ import math
 
 import numpy as np
 
-from ..core.config import SOLVER_COST_RESOLUTION
+from ..core.config import SOLVER_COST_RESOLUTION, SOLVER_VALUE_RESOLUTION
 from ..core.errors import SolverError
-
-_VALUE_RESOLUTION = 10**6
 
 
 def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limit: float) -> tuple[float, str]:
@@ -37,7 +35,7 @@ def knapsack_max(costs: np.ndarray, values: np.ndarray, budget: float, time_limi
     cap = SOLVER_COST_RESOLUTION
     # "exact" needs the objective itself in exact integers: values that ARE integers (no tolerance)
     integral = bool(np.all(values == np.round(values))) and values.max() < 2**40
-    v_scale = 1.0 if integral else _VALUE_RESOLUTION / values.max()
+    v_scale = 1.0 if integral else SOLVER_VALUE_RESOLUTION / values.max()
     v_int = np.ceil(values * v_scale - 1e-12 * (not integral)).astype(np.int64)
     model = cp_model.CpModel()
     x = [model.NewBoolVar(f"x{i}") for i in range(len(costs))]

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..core.checks import raise_not_finite
-from ..core.config import COST_REL_SLACK, EPS_RANGE
+from ..core.config import COST_REL_SLACK, EPS_RANGE, LEVEL_COUNT_TOLERANCE
 from ..core.errors import LipcertError
 from ..kernels import (
     PIXELS_PER_BLOCK,
@@ -177,7 +177,7 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
         value_level = 1.0 - lev if problem.complement else lev
         need_real = clean - value_level * den
     # Rounding `need` down can only make the radius smaller: the safe side.
-    need = np.ceil(need_real - 1e-9 * np.maximum(den, 1.0)).astype(np.int64)
+    need = np.ceil(need_real - LEVEL_COUNT_TOLERANCE * np.maximum(den, 1.0)).astype(np.int64)
     b, g = problem.n_images, problem.n_groups
     if problem.cap != np.inf:
         raise LipcertError("Q2 radii need every candidate: build the problem with cap=inf.")
