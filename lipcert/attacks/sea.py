@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.aggregate import macro_mean
 from ..core.model_state import eval_mode
 from ..worst_case.confusion import confusion_matrix, iou_from_confusion
 from .apgd import APGD, check_within
@@ -84,7 +85,7 @@ def worst_case_miou(confusions: np.ndarray, rounds: int = 1000, seed: int = 0) -
 
     def miou(cm):
         iou = iou_from_confusion(cm)
-        return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
+        return macro_mean(iou)
 
     current = miou(total)
     for _ in range(rounds):

@@ -13,6 +13,7 @@ from ..attacks import SEA
 from ..attacks.apgd import check_within
 from ..attacks.sea import confusions_of, worst_case_miou
 from ..certify import certify_logits
+from ..core.aggregate import macro_mean
 from ..core.checks import check_eps, check_ignore_index, check_images, check_lipschitz
 from ..core.distributed import gather_objects
 from ..core.errors import LipcertError
@@ -124,12 +125,12 @@ class _AuditState:
                 entry = rep.metrics.setdefault(m, {"certified": {}, "attacked": {}, "violations": 0})
                 entry["violations"] += int(bad.sum())
                 for key, value in (("certified", c), ("attacked", a)):
-                    entry[key].setdefault("macro", []).append(_mean(value))
+                    entry[key].setdefault("macro", []).append(macro_mean(value))
                 pooled_attack = _pooled_attack(cms, m)
                 bad_pooled = ~np.isnan(pooled[m][j]) & ~np.isnan(pooled_attack) & (pooled_attack < pooled[m][j] - tol)
                 entry["violations"] += int(np.sum(bad_pooled))
-                entry["certified"].setdefault("micro", []).append(_mean(pooled[m][j]))
-                entry["attacked"].setdefault("micro", []).append(_mean(pooled_attack))
+                entry["certified"].setdefault("micro", []).append(macro_mean(pooled[m][j]))
+                entry["attacked"].setdefault("micro", []).append(macro_mean(pooled_attack))
             acc = certified["pixel_accuracy"][:, j]
             for b in range(acc.shape[0]):
                 hit = float(attacked["pixel_accuracy"][b])
@@ -143,11 +144,6 @@ class _AuditState:
 
 
 AUDITED = ("pixel_accuracy", "recall", "iou", "miou")
-
-
-def _mean(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 
 
 def _per_image_values(cms: np.ndarray) -> dict:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from ..core.aggregate import macro_mean
 from ..core.checks import check_ignore_index, check_positive
 from ..core.errors import LipcertError
 from ..worst_case.confusion import confusion_matrix, iou_from_confusion
@@ -20,10 +21,6 @@ def _per_image(state) -> np.ndarray:
     if isinstance(state, torch.Tensor):
         return state.detach().cpu().numpy().astype(np.float64).reshape(-1)
     return torch.cat([s.cpu().reshape(-1) for s in state]).numpy() if state else np.zeros(0)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if values.size and np.any(~np.isnan(values)) else float("nan")
 
 
 class AbstainMetrics(Metric):
@@ -114,7 +111,7 @@ class AbstainMetrics(Metric):
             per_image["image_accuracy"].append(np.trace(cm[:, : self.num_classes]) / total if total else np.nan)
             per_image["image_abstain"].append(cm[:, -1].sum() / total if total else np.nan)
             iou = iou_from_confusion(cm)
-            per_image["image_miou"].append(np.nanmean(iou) if np.any(~np.isnan(iou)) else np.nan)
+            per_image["image_miou"].append(macro_mean(iou))
             inter, union, by_class, n_abst = abstain_counts(p, t, self.num_classes, self.num_classes, self.ignore_index)
             per_image["image_worst_miou"].append(worst_case_miou(inter, union, by_class, n_abst))
             for name, counts in (("inter", inter), ("union", union), ("by_class", by_class)):
@@ -139,12 +136,12 @@ class AbstainMetrics(Metric):
             "certified_pixel_accuracy_micro": float(np.trace(cm[:, : self.num_classes]) / total)
             if total
             else float("nan"),
-            "certified_pixel_accuracy_macro": _nanmean(_per_image(self.image_accuracy)),
+            "certified_pixel_accuracy_macro": macro_mean(_per_image(self.image_accuracy)),
             "abstain_rate_micro": float(cm[:, -1].sum() / total) if total else float("nan"),
-            "abstain_rate_macro": _nanmean(_per_image(self.image_abstain)),
+            "abstain_rate_macro": macro_mean(_per_image(self.image_abstain)),
             "certified_map_iou_micro": iou,
-            "certified_map_miou_micro": float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan"),
-            "certified_map_miou_macro": _nanmean(_per_image(self.image_miou)),
+            "certified_map_miou_micro": macro_mean(iou),  # mean over classes of the pooled IoU
+            "certified_map_miou_macro": macro_mean(_per_image(self.image_miou)),
             "worst_case_miou_micro": worst_case_miou(*counts, int(self.n_abstained)),
-            "worst_case_miou_macro": _nanmean(_per_image(self.image_worst_miou)),
+            "worst_case_miou_macro": macro_mean(_per_image(self.image_worst_miou)),
         }

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from ..core.aggregate import micro_ratio
 from ..core.certificate import Certificate
 from ..core.checks import check_choice, check_eps, check_ignore_index, check_lipschitz, check_no_options
 from ..core.errors import LipcertError
@@ -207,8 +208,7 @@ class CertifiedMetric(Metric):
     def _value(self, name: str, shape: tuple) -> np.ndarray:
         num = _running_sum(_gathered(getattr(self, f"{name}_num")), shape)
         den = _running_sum(_gathered(getattr(self, f"{name}_den")), shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return micro_ratio(num, den)
 
     def _pooled_iou(self, k: int) -> np.ndarray:
         """(E, K) exact pooled worst IoU by Dinkelbach over the stored frontiers."""

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..attacks import project
 from ..certify import certify_logits
+from ..core.aggregate import macro_mean
 from ..core.model_state import eval_mode
 from ..lipschitz import export_plain, lipschitz_bound
 from ..worst_case.confusion import confusion_matrix, iou_from_confusion, pixel_accuracy_from_confusion
@@ -87,13 +88,11 @@ def evaluate(
     out = {
         "pixel_accuracy_micro": pixel_accuracy_from_confusion(cm),
         "iou": iou.tolist(),
-        "miou_pooled": float(np.nanmean(iou)),
+        "miou_pooled": macro_mean(iou),  # mean over classes of the pooled IoU
         "n_images": n,
     }
     if certify_now:
-        out.update(
-            certified_pixel_accuracy_macro=float(np.nanmean(np.concatenate(cert))), eps=eps, lipschitz=float(lipschitz)
-        )
+        out.update(certified_pixel_accuracy_macro=macro_mean(np.concatenate(cert)), eps=eps, lipschitz=float(lipschitz))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..core.aggregate import micro_ratio
 from ..core.checks import raise_not_finite
 from ..core.config import COST_REL_SLACK, EPS_RANGE, LEVEL_COUNT_TOLERANCE
 from ..core.errors import LipcertError
@@ -195,6 +196,5 @@ def unit_radius(problem: _UnitProblem, levels: np.ndarray, drop: bool) -> np.nda
 
 def unit_values(num: np.ndarray, den: np.ndarray, complement: bool) -> np.ndarray:
     """Num / den (or 1 - num / den), NaN where den == 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    value = micro_ratio(num, den)
     return 1.0 - value if complement else value
