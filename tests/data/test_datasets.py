@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lipcert import LipcertError
@@ -34,6 +35,27 @@ def test_cityscapes_layout_and_train_ids(tmp_path):
     assert target[0].tolist() == [0, 1, 2, 13, 18, 255]
     assert target[1].tolist() == [255, 255, 255, 255, 11, 10]
     assert set(np.unique(target.numpy())) <= set(range(19)) | {255}
+
+
+def test_cityscapes_label_train_ids_are_read_as_they_are_and_checked(tmp_path):
+    raw = _cityscapes_tree(tmp_path)
+    expected = Cityscapes(tmp_path, split="val")[0][1]  # labelIds mapped through the table
+    for city, frame in (("aachen", "000000"), ("bonn", "000001")):
+        folder = tmp_path / "gtFine" / "val" / city
+        train_ids = expected.numpy().astype(np.uint8)
+        _png(folder / f"{city}_000000_{frame}_gtFine_labelTrainIds.png", train_ids)
+    assert Cityscapes(tmp_path, split="val").label_kind == "labelIds"  # both present: labelIds first
+    ds = Cityscapes(tmp_path, split="val", labels="labelTrainIds")
+    assert torch.equal(ds[0][1], expected) and ds[0][1].dtype == torch.int64
+    for city, frame in (("aachen", "000000"), ("bonn", "000001")):  # only train ids left: auto finds them
+        (tmp_path / "gtFine" / "val" / city / f"{city}_000000_{frame}_gtFine_labelIds.png").unlink()
+    auto = Cityscapes(tmp_path, split="val")
+    assert auto.label_kind == "labelTrainIds" and torch.equal(auto[1][1], expected)
+    _png(tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000000_gtFine_labelTrainIds.png", raw)
+    with pytest.raises(LipcertError, match="labelTrainIds in"):
+        auto[0]  # labelIds saved under the train-id name: refused, not silently mapped
+    with pytest.raises(LipcertError, match="labels"):
+        Cityscapes(tmp_path, split="val", labels="trainIds")
 
 
 def test_cityscapes_missing_or_malformed_root(tmp_path):
@@ -145,3 +167,15 @@ def test_pets_trimaps_in_palette_rgb_or_rgba_are_read_as_their_index(tmp_path, m
 def test_digit_scenes_refuse_bad_settings_at_construction(kw):
     with pytest.raises(LipcertError):
         DigitScenes(**kw)
+
+
+def test_cityscapes_label_table_is_cityscapesscripts_own():
+    """The 34 -> 19 table against the one the Cityscapes authors publish (cityscapesscripts, a dev dependency)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    from lipcert.data.cityscapes import CLASSES, LABEL_TO_TRAIN_ID
+
+    theirs = {lab.id: lab.trainId for lab in labels if lab.id >= 0 and lab.trainId not in (255, -1)}
+    assert theirs == LABEL_TO_TRAIN_ID
+    names = {lab.trainId: lab.name for lab in labels if lab.trainId not in (255, -1)}
+    assert tuple(names[i] for i in range(19)) == CLASSES
