@@ -252,7 +252,9 @@ def audit(
 
     rep = AuditReport(eps=eps, lipschitz=L, lipschitz_source=source)
     state = _AuditState(eps, L, ignore_index)
-    for n_batch, item in enumerate(tqdm(itertools.chain([first], batches), desc="audit", disable=not progress)):
+    total = len(loader) if hasattr(loader, "__len__") else None  # a list or DataLoader: a bar with a total
+    bar = tqdm(itertools.chain([first], batches), desc="audit batches", total=total, disable=not progress)
+    for n_batch, item in enumerate(bar):
         x, y = _batch_pair(item, n_batch)
         with torch.no_grad():
             logits = frozen(x)
