@@ -14,7 +14,18 @@ def _f(x, digits=4) -> str:
 
 
 def markdown(res: dict) -> str:
-    """The comparison as markdown tables (every number names macro or micro)."""
+    """The comparison as markdown tables (every number names macro or micro).
+
+    Args:
+        res: the results dict of :func:`lipcert.compare.run_compare`.
+
+    Returns:
+        The certificate table, the timing table and the ratios, as markdown.
+    """
+    return "\n".join(_certificate_lines(res) + _timing_lines(res) + _ratio_lines(res))
+
+
+def _certificate_lines(res: dict) -> list[str]:
     lip, eps = res["lipschitz"], res["eps"]
     lines = [
         f"## Lipschitz certificate vs SegCertify ({res['n_images']} images; {res['hardware']})",
@@ -57,8 +68,13 @@ def markdown(res: dict) -> str:
                 f"{_f(row['worst_case_miou_micro'])} (abstained adversarial) | "
                 f"{_f(row['certified_map_miou_micro'])} | n/a |"
             )
+    return lines
+
+
+def _timing_lines(res: dict) -> list[str]:
+    eps = res["eps"]
     t = res["timing"]
-    lines += [
+    lines = [
         "",
         "| method | forward passes per image | median s/image | min | max | speed-up of the certificate |",
         "|---|---|---|---|---|---|",
@@ -76,8 +92,12 @@ def markdown(res: dict) -> str:
             f"{s['forward_passes_per_image']} | {st['median']:.4f} | "
             f"{st['min']:.4f} | {st['max']:.4f} | {sp:.0f}x |"
         )
+    return lines
+
+
+def _ratio_lines(res: dict) -> list[str]:
     r = res["ratios"]
-    lines += [
+    return [
         "",
         f"Ratios: overhead (forward + certificate) / forward = {r['overhead']:.3f}; "
         + "; ".join(f"speed-up vs SegCertify {k} = {v:.0f}x" for k, v in r["speedup_vs_segcertify"].items())
@@ -91,7 +111,6 @@ def markdown(res: dict) -> str:
             else ""
         ),
     ]
-    return "\n".join(lines)
 
 
 def write_outputs(res: dict, out_dir) -> dict:

@@ -27,7 +27,7 @@ from functools import reduce
 import numpy as np
 
 from ..core.config import JOINT_EXACT_GAP, SOLVER_COST_RESOLUTION
-from ..core.errors import LipcertError
+from ..core.errors import SolverError
 from ..kernels import pair_costs
 
 _MAX_LCM = 2**40
@@ -69,14 +69,7 @@ def joint_miou_min(
     pred = z.argmax(0)
     cost = pair_costs(np.ascontiguousarray(z[pred, np.arange(n)][None, :] - z), inv)  # (K, N)
     attack_budget = budget if attack_budget is None else attack_budget
-    if budget > 0:
-        scale = SOLVER_COST_RESOLUTION / budget
-        # costs above the capacity are unaffordable whatever their size: clip before the integer cast
-        c_int = np.floor(np.minimum(cost * scale, SOLVER_COST_RESOLUTION + 1.0)).astype(np.int64)
-        cap = SOLVER_COST_RESOLUTION
-    else:  # eps = 0: only exact ties are free
-        c_int = np.where(cost == 0, 0, 1).astype(np.int64)
-        cap = 0
+    c_int, cap = _integer_costs(cost, budget)
     allowed = (c_int <= cap) | (np.arange(k)[:, None] == pred[None, :])
     gt = np.bincount(target[valid], minlength=k)
     present = [c for c in range(k) if gt[c] > 0]
@@ -87,36 +80,7 @@ def joint_miou_min(
         ranges[c] = (gt[c], gt[c] + fp_max)
     best_bound, best_attack, status = math.inf, math.inf, "exact"
     for m in range(len(absent) + 1):
-        model = cp_model.CpModel()
-        x = {(c, p): model.NewBoolVar("") for p in range(n) for c in range(k) if allowed[c, p]}
-        for p in range(n):
-            model.AddExactlyOne([x[c, p] for c in range(k) if allowed[c, p]])
-        model.Add(sum(int(c_int[c, p]) * v for (c, p), v in x.items() if c_int[c, p] > 0) <= cap)
-        union = {
-            c: gt[c] + sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] != c) for c in range(k)
-        }
-        defined = []
-        for c in absent:
-            d = model.NewBoolVar("")
-            model.Add(union[c] >= 1).OnlyEnforceIf(d)
-            model.Add(union[c] == 0).OnlyEnforceIf(d.Not())
-            defined.append(d)
-        model.Add(sum(defined) == m)
-        lcm = reduce(math.lcm, [u for c in present for u in range(max(1, ranges[c][0]), ranges[c][1] + 1)], 1)
-        big = lcm if lcm <= _MAX_LCM else _MAX_LCM
-        terms = []
-        for c in present:
-            inter = sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] == c)
-            lo, hi = ranges[c]
-            ys = {u: model.NewBoolVar("") for u in range(lo, hi + 1)}
-            model.AddExactlyOne(ys.values())
-            model.Add(union[c] == sum(u * y for u, y in ys.items()))
-            for u, y in ys.items():
-                zu = model.NewIntVar(0, int(gt[c]), "")
-                model.Add(zu == inter).OnlyEnforceIf(y)
-                model.Add(zu == 0).OnlyEnforceIf(y.Not())
-                terms.append((big // u, zu))  # exact when big is a multiple of u, else rounded down
-        model.Minimize(sum(int(coef) * zu for coef, zu in terms))
+        model, x, big = _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit
         solver.parameters.num_workers = 1
@@ -132,7 +96,7 @@ def joint_miou_min(
             status = "time_limit"
             continue
         if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            raise LipcertError(f"CP-SAT returned {solver.StatusName(st)} for the joint mIoU problem.")
+            raise SolverError(f"CP-SAT returned {solver.StatusName(st)} for the joint mIoU problem.")
         bound = solver.BestObjectiveBound() / big / denom
         assignment = np.array([next(c for c in range(k) if allowed[c, p] and solver.Value(x[c, p])) for p in range(n)])
         feasible = cost[assignment, np.arange(n)].sum() <= attack_budget  # with the float (unrounded) costs
@@ -147,6 +111,60 @@ def joint_miou_min(
     if math.isinf(best_bound):
         return JointResult(float("nan"), status, float("nan"))
     return JointResult(best_bound, status, best_attack if math.isfinite(best_attack) else float("nan"))
+
+
+def _integer_costs(cost: np.ndarray, budget: float) -> tuple[np.ndarray, int]:
+    """Costs in units of budget / SOLVER_COST_RESOLUTION rounded down, and the capacity (sound: see config)."""
+    if budget <= 0:  # eps = 0: only exact ties are free
+        return np.where(cost == 0, 0, 1).astype(np.int64), 0
+    scale = SOLVER_COST_RESOLUTION / budget
+    # costs above the capacity are unaffordable whatever their size: clip before the integer cast
+    return np.floor(np.minimum(cost * scale, SOLVER_COST_RESOLUTION + 1.0)).astype(np.int64), SOLVER_COST_RESOLUTION
+
+
+def _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges):
+    """The CP-SAT model of the joint mIoU with exactly ``m`` absent classes made defined.
+
+    Returns:
+        (model, x, big): x[c, p] is "pixel p is labelled c"; the objective is ``big`` times the sum of the
+        present classes' IoUs, each coefficient rounded down (a proven lower bound).
+    """
+    from ortools.sat.python import cp_model
+
+    k, n = allowed.shape
+    present = [c for c in range(k) if gt[c] > 0]
+    absent = [c for c in range(k) if gt[c] == 0]
+    model = cp_model.CpModel()
+    x = {(c, p): model.NewBoolVar("") for p in range(n) for c in range(k) if allowed[c, p]}
+    for p in range(n):
+        model.AddExactlyOne([x[c, p] for c in range(k) if allowed[c, p]])
+    model.Add(sum(int(c_int[c, p]) * v for (c, p), v in x.items() if c_int[c, p] > 0) <= cap)
+    union = {
+        c: gt[c] + sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] != c) for c in range(k)
+    }
+    defined = []
+    for c in absent:
+        d = model.NewBoolVar("")
+        model.Add(union[c] >= 1).OnlyEnforceIf(d)
+        model.Add(union[c] == 0).OnlyEnforceIf(d.Not())
+        defined.append(d)
+    model.Add(sum(defined) == m)
+    lcm = reduce(math.lcm, [u for c in present for u in range(max(1, ranges[c][0]), ranges[c][1] + 1)], 1)
+    big = lcm if lcm <= _MAX_LCM else _MAX_LCM
+    terms = []
+    for c in present:
+        inter = sum(x[c, p] for p in range(n) if allowed[c, p] and valid[p] and target[p] == c)
+        lo, hi = ranges[c]
+        ys = {u: model.NewBoolVar("") for u in range(lo, hi + 1)}
+        model.AddExactlyOne(ys.values())
+        model.Add(union[c] == sum(u * y for u, y in ys.items()))
+        for u, y in ys.items():
+            zu = model.NewIntVar(0, int(gt[c]), "")
+            model.Add(zu == inter).OnlyEnforceIf(y)
+            model.Add(zu == 0).OnlyEnforceIf(y.Not())
+            terms.append((big // u, zu))  # exact when big is a multiple of u, else rounded down
+    model.Minimize(sum(int(coef) * zu for coef, zu in terms))
+    return model, x, big
 
 
 def _miou(labels, target, valid, k) -> float:

@@ -25,6 +25,19 @@ from .unit import budgets_of
 METHODS = ("auto", "exact", "dantzig")
 
 
+def _damage(cc: np.ndarray, vv: np.ndarray, budget: float, exact: bool, time_limit: float):
+    """(an upper bound on the weight the attacker flips, status code 0/1/2, solver name) for one budget."""
+    frac = float(dantzig_bound(cc, vv, np.array([budget]))[0]) if len(cc) else 0.0
+    if exact and len(cc) and budget > 0 and np.any(cc > 0):
+        zero = cc == 0
+        damage, st = knapsack_max(cc[~zero], vv[~zero], budget, time_limit)
+        damage = min(damage + vv[zero].sum(), frac)
+        return damage, {"exact": 0, "bound": 1, "time_limit": 2}[st], "CP-SAT knapsack"
+    if exact:  # every affordable item costs 0, or none is left
+        return (vv.sum() if budget > 0 or len(cc) else 0.0), 0, "CP-SAT knapsack"
+    return frac, 1, "Dantzig fractional bound"
+
+
 def _pixel_weights(weights, target_np, k):
     if isinstance(weights, torch.Tensor):
         weights = weights.detach().cpu().double().numpy()
@@ -112,21 +125,9 @@ def certify_weighted(
         for j, budget in enumerate(budgets):
             keep = c_i <= budget
             cc, vv = np.ascontiguousarray(c_i[keep]), np.ascontiguousarray(v_i[keep])
-            frac = float(dantzig_bound(cc, vv, np.array([budget]))[0]) if len(cc) else 0.0
             exact = method == "exact" or (method == "auto" and len(cc) <= max_exact_items)
-            if exact and len(cc) and budget > 0 and np.any(cc > 0):
-                zero = cc == 0
-                damage, st = knapsack_max(cc[~zero], vv[~zero], budget, time_limit)
-                damage = min(damage + vv[zero].sum(), frac)
-                status[i, j] = {"exact": 0, "bound": 1, "time_limit": 2}[st]
-                used.add("CP-SAT knapsack")
-            elif exact:
-                damage = vv.sum() if budget > 0 or len(cc) else 0.0  # every affordable item costs 0 or none left
-                used.add("CP-SAT knapsack")
-            else:
-                damage = frac
-                status[i, j] = 1
-                used.add("Dantzig fractional bound")
+            damage, status[i, j], name = _damage(cc, vv, budget, exact, time_limit)
+            used.add(name)
             worst[i, j] = (correct - damage) / total
     names = {0: Status.EXACT, 1: Status.BOUND, 2: Status.TIME_LIMIT}
     return build_certificate(
