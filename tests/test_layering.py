@@ -77,3 +77,22 @@ def test_no_module_imports_another_modules_private_names():
                     source = f"{'.' * node.level}{node.module or ''}"
                     offenders.append(f"{path.relative_to(ROOT)}: from {source} import {private}")
     assert not offenders, "\n".join(offenders)
+
+
+def _code_lines(node) -> int:
+    """Lines of a function's body, its docstring left out."""
+    body = node.body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+    start = body[0].end_lineno + 1 if has_doc and isinstance(body[0].value.value, str) else body[0].lineno
+    return node.end_lineno - start + 1
+
+
+def test_no_function_outside_the_kernels_is_longer_than_60_lines():
+    long = []
+    for path in ROOT.rglob("*.py"):
+        if "kernels" in path.relative_to(ROOT).parts:
+            continue  # numba kernels: one flat loop nest each, checked against tests/reference.py
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(node) > 60:
+                long.append(f"{path.relative_to(ROOT)}: {node.name} ({_code_lines(node)} lines)")
+    assert not long, "\n".join(long)
