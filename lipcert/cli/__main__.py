@@ -1,0 +1,7 @@
+"""``python -m lipcert.cli``: the ``lipcert`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
