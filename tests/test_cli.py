@@ -77,6 +77,16 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
             assert 0.0 <= float(row["value"]) <= 1.0
         float(row["eps"])
     data = json.loads((out / "results.json").read_text())
+    # the CSV carries the JSON's numbers: every Lipschitz row, and SegCertify's reachable rows
+    eps = data["eps"]
+    for row in table:
+        j = eps.index(float(row["eps"]))
+        if row["method"] == "lipschitz":
+            expected = data["lipschitz"][row["metric"]][row["average"]][j]
+            assert float(row["value"]) == pytest.approx(expected, rel=1e-12)
+        elif row["status"] != "unreachable" and row["value"]:
+            found = data["segcertify"][0]["results"][j][f"{row['metric']}_{row['average']}"]
+            assert float(row["value"]) == pytest.approx(found, rel=1e-12)
     assert set(data["provenance"]["versions"]) >= {"lipcert", "torch", "numba", "ortools"}
     assert data["provenance"]["lipschitz_source"] == data["lipschitz"]["lipschitz_source"]
     assert data["lipschitz"]["foreground_classes"] == list(range(1, 11))

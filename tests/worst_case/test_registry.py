@@ -71,3 +71,17 @@ def test_build_certificate_never_strengthens_a_status_and_refuses_unlabelled_obj
     assert cert.status == "bound" and str(cert.status) == "bound" and f"{cert.status}" == "bound"
     with pytest.raises(LipcertError, match="average"):
         build_certificate("miou", "pooled", **common)
+
+
+def test_to_dict_is_json_ready_with_nan_as_none_and_keeps_every_label():
+    import json
+
+    logits, target = _batch()
+    cert = certify_logits(logits, [0.0, 0.3], "recall", target, lipschitz=2.0)
+    d = json.loads(json.dumps(cert.to_dict()))  # plain JSON, no NaN tokens needed
+    assert d["metric"] == "recall" and d["status"] == "exact" and d["solver"] == cert.solver
+    assert d["eps"] == [0.0, 0.3] and d["lipschitz"] == 2.0 and d["average"] == "none"
+    worst = np.asarray(cert.worst)
+    got = np.array([[[np.nan if v is None else v for v in row] for row in img] for img in d["worst"]])
+    np.testing.assert_array_equal(got, worst)  # NaN (undefined classes) written as null, numbers kept exactly
+    assert "pixel_radius" not in d  # the radius map is never serialised
