@@ -22,6 +22,7 @@ from ..core.config import LIPSCHITZ_REL_SLACK
 from ..core.errors import LipcertError, LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
+from .graph_facts import node_facts, tensor_args, zero_input
 from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
@@ -73,16 +74,6 @@ class _Tracer(fx.Tracer):
         return type(m) in LAYER_BOUNDS or isinstance(m, tuple(LAYER_BOUNDS)) or super().is_leaf_module(m, qualname)
 
 
-def _zero_input(model: nn.Module, shape) -> torch.Tensor:
-    """A zero image batch of one, in the dtype and on the device of the model's first parameter."""
-    first = next(iter(model.parameters()), None)
-    if first is None:
-        first = next(iter(model.buffers()), None)
-    if first is None or not first.is_floating_point():
-        return torch.zeros(1, *shape)
-    return torch.zeros(1, *shape, dtype=first.dtype, device=first.device)
-
-
 def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, int]]:
     """Spatial input size of every leaf layer, from one zero-input forward in eval mode."""
     sizes: dict[nn.Module, tuple[int, int]] = {}
@@ -96,7 +87,7 @@ def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, in
     try:
         with torch.no_grad():
             try:
-                model(_zero_input(model, input_shape))
+                model(zero_input(model, input_shape))
             except LipcertError:
                 raise  # lipcert's own refusals (a layer on several sizes, a size the strides do not divide)
             except Exception as exc:  # noqa: BLE001 - the user's model: any error means a wrong input_shape
@@ -107,25 +98,6 @@ def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, in
         for h in hooks:
             h.remove()
     return sizes
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    flat = []
-
-    def visit(a):
-        if isinstance(a, fx.Node):
-            flat.append(a)
-        elif isinstance(a, (list, tuple)):
-            for b in a:
-                visit(b)
-
-        elif isinstance(a, dict):
-            for b in a.values():
-                visit(b)
-
-    visit(node.args)
-    visit(list(node.kwargs.values()))
-    return flat
 
 
 def _check_input_shape(input_shape) -> None:
@@ -228,14 +200,14 @@ def lipschitz_bound(
                 "explicitly with `lipschitz=` if you have a guarantee for it."
             ) from exc
         sizes = _input_sizes(model, input_shape) if input_shape is not None else {}
-        facts = _node_facts(root, graph, input_shape)
+        facts = node_facts(root, graph, input_shape)
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         unknown: list[str] = []
         output = None
         nodes = tqdm(list(graph.nodes), desc="lipschitz_bound", delay=1.0, leave=False, disable=not progress)
         for node in nodes:
-            args = _tensor_args(node)
+            args = tensor_args(node)
             prev = [bounds[a] for a in args if a in bounds]
             if node.op == "placeholder":
                 bounds[node] = 1.0 if not bounds else 0.0  # only the first input is the image
@@ -268,67 +240,6 @@ def lipschitz_bound(
         if not math.isfinite(output):
             raise LipschitzBoundError(f"The composed bound is not finite ({output}): no guarantee can be given.")
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
-
-
-class _Facts(fx.Interpreter):
-    """Shapes and constant values of the traced graph, from one zero-input run.
-
-    One zero-input run of the traced graph: the shape of every tensor node and the value of every node
-    that does not depend on the image (buffers, parameters and what is computed from them).
-    """
-
-    def __init__(self, gm: fx.GraphModule, depends: dict) -> None:
-        super().__init__(gm)
-        self.depends, self.shapes, self.constants, self.values = depends, {}, {}, {}
-
-    def run_node(self, n: fx.Node):
-        out = super().run_node(n)
-        if isinstance(out, torch.Tensor):
-            self.shapes[n] = tuple(out.shape)
-            if not self.depends.get(n, True):
-                self.constants[n] = out.detach()
-        elif isinstance(out, (int, float, bool, str, torch.Size)) or (
-            isinstance(out, (tuple, list)) and all(isinstance(v, (int, float)) for v in out)
-        ):
-            self.values[n] = tuple(out) if isinstance(out, (tuple, list, torch.Size)) else out  # sizes, flags
-        return out
-
-
-def _node_facts(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
-    """Shapes and constant values of the graph's nodes (None if the run fails at a guessed probe size)."""
-    shape = input_shape if input_shape is not None else _probe_shape(root)
-    if shape is None:
-        return None
-    depends = {}
-    for n in graph.nodes:
-        depends[n] = n.op == "placeholder" or any(depends.get(a, False) for a in _tensor_args(n))
-    facts = _Facts(fx.GraphModule(root, graph), depends)
-    try:
-        with torch.no_grad():
-            facts.run(_zero_input(root, shape))
-    except LipcertError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a probe at a guessed size may not fit the model
-        if input_shape is not None:
-            raise LipschitzBoundError(f"The model does not run on an input of shape {(1, *shape)}: {exc}") from exc
-        return None
-    numels = {n: math.prod(v) for n, v in facts.shapes.items()}
-    return {
-        "numels": numels,
-        "shapes": facts.shapes,
-        "constants": facts.constants,
-        "values": facts.values,
-        "probe": input_shape is None,
-    }
-
-
-def _probe_shape(root: nn.Module):
-    """(C, 64, 64) with C the input channels of the first layer that declares them (for the broadcast check)."""
-    for m in root.modules():
-        c = getattr(m, "in_channels", None) or getattr(m, "in_features", None)
-        if isinstance(c, int):
-            return (c, 64, 64)
-    return None
 
 
 _BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE
