@@ -59,6 +59,18 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_and_test_set(args: argparse.Namespace):
+    """(model, test dataset, number of images) of ``--model`` / ``--dataset`` / ``--limit``, all checked first."""
+    check_model_arg(args.model, "--model")
+    check_data_args(args)
+    check_out(args.out)
+    model = load_model(args.model)
+    dataset = make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
+    check_classes(model, dataset, "--model")
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    return model, dataset, n
+
+
 def certify_command(args: argparse.Namespace) -> int:
     """``lipcert certify``: returns the exit status."""
     import time
@@ -68,13 +80,7 @@ def certify_command(args: argparse.Namespace) -> int:
 
     from .. import CertifiedMetric, certified_radius, lipschitz_bound
 
-    check_model_arg(args.model, "--model")
-    check_data_args(args)
-    check_out(args.out)
-    model = load_model(args.model)
-    dataset = make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
-    check_classes(model, dataset, "--model")
-    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    model, dataset, n = _model_and_test_set(args)
     L = args.lipschitz if args.lipschitz is not None else lipschitz_bound(model, tuple(dataset[0][0].shape))
     source = "declared" if args.lipschitz is not None else "computed"
     ignore = getattr(dataset, "ignore_index", 255)
@@ -164,13 +170,7 @@ def audit_command(args: argparse.Namespace) -> int:
 
     from ..audit.run import audit
 
-    check_model_arg(args.model, "--model")
-    check_data_args(args)
-    check_out(args.out)
-    model = load_model(args.model)
-    dataset = make_dataset(args.dataset, "test", args.limit or 300, args.size, args.seed, args.root)
-    check_classes(model, dataset, "--model")
-    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    model, dataset, n = _model_and_test_set(args)
     batches = list(batches_of(dataset, shard(n), args.batch_size))  # under torchrun: this process's block
     rep = audit(
         model,

@@ -12,15 +12,9 @@ from ..core.errors import LipcertError
 from ..worst_case.confusion import confusion_matrix, iou_from_confusion
 from ..worst_case.smoothed import abstain_counts, worst_case_miou
 from .certified import METRIC_KWARGS
+from .states import cat_state_values
 
 _PER_IMAGE = ("image_accuracy", "image_abstain", "image_miou", "image_worst_miou")
-
-
-def _per_image(state) -> np.ndarray:
-    """A cat state (list of tensors, or one tensor once synchronised) as a float64 array."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu().numpy().astype(np.float64).reshape(-1)
-    return torch.cat([s.cpu().reshape(-1) for s in state]).numpy() if state else np.zeros(0)
 
 
 class AbstainMetrics(Metric):
@@ -136,12 +130,12 @@ class AbstainMetrics(Metric):
             "certified_pixel_accuracy_micro": float(np.trace(cm[:, : self.num_classes]) / total)
             if total
             else float("nan"),
-            "certified_pixel_accuracy_macro": macro_mean(_per_image(self.image_accuracy)),
+            "certified_pixel_accuracy_macro": macro_mean(cat_state_values(self.image_accuracy)),
             "abstain_rate_micro": float(cm[:, -1].sum() / total) if total else float("nan"),
-            "abstain_rate_macro": macro_mean(_per_image(self.image_abstain)),
+            "abstain_rate_macro": macro_mean(cat_state_values(self.image_abstain)),
             "certified_map_iou_micro": iou,
             "certified_map_miou_micro": macro_mean(iou),  # mean over classes of the pooled IoU
-            "certified_map_miou_macro": macro_mean(_per_image(self.image_miou)),
+            "certified_map_miou_macro": macro_mean(cat_state_values(self.image_miou)),
             "worst_case_miou_micro": worst_case_miou(*counts, int(self.n_abstained)),
-            "worst_case_miou_macro": macro_mean(_per_image(self.image_worst_miou)),
+            "worst_case_miou_macro": macro_mean(cat_state_values(self.image_worst_miou)),
         }

@@ -14,6 +14,7 @@ from ..worst_case.evaluate import evaluate_iou, evaluate_unit
 from ..worst_case.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
 from ..worst_case.registry import METRICS, build_certificate, metric_spec
 from ..worst_case.unit import unit_values
+from .states import cat_state_values
 
 # the keyword arguments of torchmetrics.Metric (distributed and device behaviour), passed through
 METRIC_KWARGS = (
@@ -32,15 +33,6 @@ _FRONTIER = ("frontier_num", "frontier_den", "frontier_len", "frontier_key")
 def _flat(values) -> torch.Tensor:
     """A float64 1-D tensor of an array's values (counts are exact: every count is far below 2**53)."""
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64).reshape(-1).copy())
-
-
-def _gathered(state) -> np.ndarray:
-    """A cat state (a list of tensors before synchronisation, one tensor after) as one float64 array."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu().numpy().astype(np.float64).reshape(-1)
-    if not state:
-        return np.zeros(0)
-    return torch.cat([s.detach().cpu().reshape(-1) for s in state]).numpy().astype(np.float64)
 
 
 def _running_sum(flat: np.ndarray, shape: tuple) -> np.ndarray:
@@ -144,10 +136,12 @@ class CertifiedMetric(Metric):
     def _check_classes(self, logits) -> None:
         """Every batch must have the class count of the first (the states are per class)."""
         k = int(logits.shape[1]) if getattr(logits, "ndim", 0) == 4 else None
-        seen = _gathered(self.classes)
-        if k is not None and seen.size and k != int(seen[0]):
+        state = self.classes  # a list of (1,) tensors, or one tensor once synchronised
+        first = (state[0] if state else None) if isinstance(state, list) else state
+        seen = int(first.reshape(-1)[0]) if first is not None and first.numel() else None  # the first K is enough
+        if k is not None and seen is not None and k != seen:
             raise LipcertError(
-                f"Expected logits with K={int(seen[0])} classes like the earlier batches, but got K={k} "
+                f"Expected logits with K={seen} classes like the earlier batches, but got K={k} "
                 "(call reset() to start another dataset)."
             )
 
@@ -206,14 +200,14 @@ class CertifiedMetric(Metric):
         return b
 
     def _value(self, name: str, shape: tuple) -> np.ndarray:
-        num = _running_sum(_gathered(getattr(self, f"{name}_num")), shape)
-        den = _running_sum(_gathered(getattr(self, f"{name}_den")), shape)
+        num = _running_sum(cat_state_values(getattr(self, f"{name}_num")), shape)
+        den = _running_sum(cat_state_values(getattr(self, f"{name}_den")), shape)
         return micro_ratio(num, den)
 
     def _pooled_iou(self, k: int) -> np.ndarray:
         """(E, K) exact pooled worst IoU by Dinkelbach over the stored frontiers."""
-        num, den = (_gathered(getattr(self, n)).astype(np.int64) for n in _FRONTIER[:2])
-        lens, keys = (_gathered(getattr(self, n)).astype(np.int64) for n in _FRONTIER[2:])
+        num, den = (cat_state_values(getattr(self, n)).astype(np.int64) for n in _FRONTIER[:2])
+        lens, keys = (cat_state_values(getattr(self, n)).astype(np.int64) for n in _FRONTIER[2:])
         row_key = np.repeat(keys, lens)
         worst = np.full((len(self.eps), k), np.nan)
         for e in range(len(self.eps)):
@@ -228,7 +222,7 @@ class CertifiedMetric(Metric):
         Raises:
             LipcertError: before any update, or when processes saw different class counts.
         """
-        classes = np.unique(_gathered(self.classes))
+        classes = np.unique(cat_state_values(self.classes))
         if classes.size == 0:
             raise LipcertError("CertifiedMetric.compute() called before any update().")
         if classes.size > 1:
