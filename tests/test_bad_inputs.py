@@ -21,7 +21,7 @@ import lipcert.audit
 from lipcert import LipcertError
 from lipcert.cli import main
 from lipcert.compare import CompareConfig
-from lipcert.data import DigitScenes
+from lipcert.data import Cityscapes, DigitScenes
 from lipcert.data.transforms import EvalTransform, TrainTransform
 from lipcert.models import InputNormalization, LipNet, LipUNet
 from lipcert.smoothing import AbstainMetrics, certify_counts, segcertify, segcertify_from_samples
@@ -78,6 +78,28 @@ def _nonfinite(value):
     with torch.no_grad():
         c.weight[0, 0] = value
     return c
+
+
+def _incomplete_torchrun_env():
+    import os
+    from unittest import mock
+
+    from lipcert.core.distributed import init_from_env
+
+    with mock.patch.dict(os.environ, {"WORLD_SIZE": "2", "RANK": "0"}, clear=False):
+        os.environ.pop("MASTER_ADDR", None)
+        os.environ.pop("MASTER_PORT", None)
+        init_from_env()
+
+
+def _batch_below_processes():
+    from unittest import mock
+
+    from lipcert.training import loop
+
+    with mock.patch.object(loop, "rank_and_size", return_value=(0, 4)):
+        train(LipUNet(11, widths=[(8, 1)], stem=8), DigitScenes("train", n=6, size=32),
+              TrainConfig(epochs=1, batch_size=4, eval_every=0), progress=False)  # fmt: skip
 
 
 CASES = [
@@ -257,6 +279,11 @@ CASES = [
         ["lipschitz_source"],
     ),  # fmt: skip
     ("bound bounds not a dict", lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds=[1]), ["bounds"]),
+    ("metric unknown option", lambda: lipcert.CertifiedMetric("iou", 0.1, lipschitz=1.0, smooth=2), ["smooth"]),
+    ("abstain unknown option", lambda: AbstainMetrics(3, weights=[1, 1, 1]), ["weights"]),
+    ("cityscapes labels kind", lambda: Cityscapes(".", split="val", labels="trainIds"), ["labels"]),
+    ("torchrun env incomplete", _incomplete_torchrun_env, ["MASTER_ADDR", "torchrun"]),
+    ("train global batch below processes", _batch_below_processes, ["batch_size", "processes"]),
     (
         "bound bounds bad key",
         lambda: lipcert.lipschitz_bound(NET, (1, 4, 4), bounds={"Conv2d": _ONE}),
