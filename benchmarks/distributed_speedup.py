@@ -55,7 +55,11 @@ def main() -> None:
     key = "certified_pixel_accuracy_joint"
     same = one["lipschitz"][key]["micro"] == two["lipschitz"][key]["micro"] and _micro(one) == _micro(two)
     med = {p: statistics.median(v) for p, v in times.items()}
+    from lipcert.compare import hardware
+
     lines = [
+        f"Machine: {hardware()}.",
+        "",
         f"`lipcert compare` on {a.limit} digit scenes (digits-lipunet vs digits-twin-sigma025, n0 = 10, n = 100, "
         f"{a.repeats} alternating repeats, one thread per process; certified numbers identical: {same})",
         "",
