@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lipcert.lipschitz.operator_norms import _explicit_strided_norm, circular_strided_norm
+from lipcert.lipschitz.operator_norms import _REFINE_REL_TOL, _explicit_strided_norm, circular_strided_norm
 
 
 def _dense_circular_norm(w, s, n, d):
@@ -34,7 +36,8 @@ def test_fourier_norm_equals_the_dense_operator_norm(c_out, c_in, s, d, k):
     torch.manual_seed(c_out * 100 + c_in)
     w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
     exact = _dense_circular_norm(w, s, 8, d)
-    assert circular_strided_norm(w, (s, s), (d, d), (8, 8)) == pytest.approx(exact, rel=1e-9)
+    bound = circular_strided_norm(w, (s, s), (d, d), (8, 8))  # exact up to the refinement tolerance
+    assert exact * (1 - 1e-12) <= bound <= exact * (1 + _REFINE_REL_TOL)
     assert _explicit_strided_norm(w, (s, s), (d, d), (8, 8)) == pytest.approx(exact, rel=1e-9)
 
 
@@ -66,11 +69,100 @@ def test_cheap_bounds_equal_the_matrix_shifted_frobenius_bound(c_out, c_in, s, d
 def test_orthogonal_convolution_bound_is_sound_and_within_the_refinement_tolerance():
     from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d
 
-    from lipcert.lipschitz.operator_norms import _REFINE_REL_TOL
-
     torch.manual_seed(0)
     layer = AdaptiveOrthoConv2d(4, 4, 3, stride=1, padding=1, bias=False)
     w = layer.weight.detach().to(torch.float64)  # orthogonal up to float32 rounding: cheap bounds ~ exact
     exact = _dense_circular_norm(w, 1, 8, 1)
     bound = circular_strided_norm(w, (1, 1), (1, 1), (8, 8))
     assert exact * (1 - 1e-12) <= bound <= exact * (1 + _REFINE_REL_TOL)
+
+
+def _grid_max_eigenvalue(w, s, d, grid):
+    """max over a grid's blocks of the largest Gram eigenvalue, every block exact (no shortcuts)."""
+    from lipcert.lipschitz import operator_norms as on
+
+    parts, sign, out_grid = on._gram_symbol(w, (s, s), (d, d), grid)
+    fh, fw = torch.meshgrid(torch.arange(out_grid[0]), torch.arange(out_grid[1]), indexing="ij")
+    gram = on._gram_blocks(fh.reshape(-1).double(), fw.reshape(-1).double(), parts, sign)
+    return torch.linalg.eigvalsh(gram)[:, -1].max().item()
+
+
+_COS_FACTOR = (1 / math.cos(math.pi / 32)) ** 2  # the two cos factors of the van der Corput bound (M = 32 d)
+
+
+@pytest.mark.parametrize("c_out,c_in,s,d,k", [(6, 3, 1, 1, 3), (3, 6, 1, 2, 3), (8, 4, 2, 1, 3), (4, 4, 2, 1, 2)])
+def test_whole_torus_bound_is_above_every_grid_and_close_to_a_fine_one(c_out, c_in, s, d, k):
+    from lipcert.lipschitz import operator_norms as on
+
+    torch.manual_seed(7 * c_out + c_in)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+    bound, _ = on._continuous_eigenvalue(w, (s, s), (d, d))
+    finest = 0.0
+    for n in (6, 10, 16, 34, 96, 250):  # grids off and on the coarse one, divisible by the stride
+        finest = _grid_max_eigenvalue(w, s, d, (n - n % s, n - n % s))
+        assert finest <= bound * (1 + 1e-12)
+    assert bound <= finest * _COS_FACTOR * 1.002  # 1.002: the 250-grid is itself a little below the supremum
+
+
+def test_large_grids_take_the_whole_torus_bound_and_stay_sound_and_tight():
+    from lipcert.lipschitz import operator_norms as on
+
+    torch.manual_seed(3)
+    w = torch.randn(16, 16, 3, 3, dtype=torch.float64)
+    grid = (130, 260)  # more output frequencies than the fine-grid limit
+    assert (grid[0] // 2 + 1) * grid[1] > on._COARSE_BLOCKS
+    bound = circular_strided_norm(w, (1, 1), (1, 1), grid)
+    exact = _grid_max_eigenvalue(w, 1, 1, grid) ** 0.5
+    assert exact * (1 - 1e-12) <= bound <= exact * _COS_FACTOR**0.5 * 1.001
+    realised = _dense_power_norm(w, grid)  # a realised ||A x|| / ||x||, independent of the Fourier code
+    assert realised <= bound and realised >= 0.99 * exact
+
+
+def _dense_power_norm(w, grid):
+    """A lower bound on the circular convolution's norm on the grid: power iteration on A^T A (float64)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, w.shape[1], *grid, dtype=torch.float64)
+    e = w.shape[2] - 1
+    for _ in range(40):
+        y = F.conv2d(F.pad(x, (0, e, 0, e), mode="circular"), w)
+        x = F.conv_transpose2d(F.pad(y, (e, 0, e, 0), mode="circular"), w)[..., e:-e, e:-e]
+        x = x / x.norm()
+    return F.conv2d(F.pad(x, (0, e, 0, e), mode="circular"), w).norm().item()
+
+
+def test_cholesky_level_test_proves_only_blocks_below_it():
+    from lipcert.lipschitz import operator_norms as on
+
+    torch.manual_seed(11)
+    a = torch.randn(200, 12, 20, dtype=torch.complex128)
+    gram = a @ a.mH
+    top = torch.linalg.eigvalsh(gram)[:, -1]
+    for level in (top.median().item(), top.max().item() * (1 + 1e-12), top.min().item(), top.max().item() * 2):
+        below, proven = on._below_level(gram, level)
+        assert bool((top[below] <= proven).all())
+        assert bool(below[top > level].logical_not().all())  # a block above the level is never "proven"
+        if bool(below.any()):
+            assert level <= proven <= level * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("exponent", [-1000, -300, 0, 300, 1000])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        lambda: torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+        lambda: torch.nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, bias=False),
+        lambda: torch.nn.Linear(12, 5, bias=False),
+    ],
+)
+def test_bounds_scale_exactly_with_the_weights_at_the_ends_of_float64(make, exponent):
+    """Weights 2^-1000 (whose Gram underflows to 0) or 2^1000 (overflows) give 2^e times the unit bound."""
+    from lipcert import lipschitz_bound
+
+    torch.manual_seed(0)
+    layer = make().double()
+    shape = (1, 3, 12) if isinstance(layer, torch.nn.Linear) else (4, 9, 8)
+    unit = lipschitz_bound(layer, shape, progress=False)
+    with torch.no_grad():
+        layer.weight.mul_(2.0**exponent)  # exact in float64 (no entry leaves the normal range)
+    assert lipschitz_bound(layer, shape, progress=False) == unit * 2.0**exponent
