@@ -19,10 +19,10 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from ..core.config import LIPSCHITZ_REL_SLACK
-from ..core.errors import LipcertError, LipschitzBoundError
+from ..core.errors import LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
-from .graph_facts import node_facts, tensor_args, zero_input
+from .graph_facts import node_facts, tensor_args
 from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
@@ -74,30 +74,12 @@ class _Tracer(fx.Tracer):
         return type(m) in LAYER_BOUNDS or isinstance(m, tuple(LAYER_BOUNDS)) or super().is_leaf_module(m, qualname)
 
 
-def _input_sizes(model: nn.Module, input_shape) -> dict[nn.Module, tuple[int, int]]:
-    """Spatial input size of every leaf layer, from one zero-input forward in eval mode."""
-    sizes: dict[nn.Module, tuple[int, int]] = {}
-
-    def record(mod, args):
-        shape = tuple(args[0].shape[-2:])
-        if sizes.setdefault(mod, shape) != shape:
-            raise LipschitzBoundError(f"{type(mod).__name__} is called on several input sizes.")
-
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, tuple(LAYER_BOUNDS))]
-    try:
-        with torch.no_grad():
-            try:
-                model(zero_input(model, input_shape))
-            except LipcertError:
-                raise  # lipcert's own refusals (a layer on several sizes, a size the strides do not divide)
-            except Exception as exc:  # noqa: BLE001 - the user's model: any error means a wrong input_shape
-                raise LipschitzBoundError(
-                    f"The model does not run on an input of shape {(1, *input_shape)} (check `input_shape`): {exc}"
-                ) from exc
-    finally:
-        for h in hooks:
-            h.remove()
-    return sizes
+def _input_size(node: fx.Node, facts: dict | None) -> tuple[int, int] | None:
+    """Spatial size of a module call's input, from the zero-input run of the graph (None if not run)."""
+    if facts is None or not node.args or node.args[0] not in facts["shapes"]:
+        return None
+    shape = facts["shapes"][node.args[0]]
+    return tuple(shape[-2:]) if len(shape) >= 3 else None
 
 
 def _check_input_shape(input_shape) -> None:
@@ -199,8 +181,8 @@ def lipschitz_bound(
                 f"Cannot trace {type(model).__name__} with torch.fx to compose a bound: {exc}. Declare L "
                 "explicitly with `lipschitz=` if you have a guarantee for it."
             ) from exc
-        sizes = _input_sizes(model, input_shape) if input_shape is not None else {}
         facts = node_facts(root, graph, input_shape)
+        sized = facts if input_shape is not None else None  # a guessed probe size says nothing of the real one
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         unknown: list[str] = []
@@ -217,7 +199,7 @@ def lipschitz_bound(
                 output = _output_bound(node, bounds)
             elif node.op == "call_module":
                 mod = modules[node.target]
-                factor = layer_bound(mod, sizes.get(mod))
+                factor = layer_bound(mod, _input_size(node, sized))  # each call at the size it sees
                 if factor is None:
                     unknown.append(_unknown_module(node.target, mod))
                     factor = math.nan
