@@ -166,6 +166,11 @@ LAYER_BOUNDS: dict[type, BoundFn] = {
     nn.Dropout2d: _one,
     nn.PixelShuffle: _one,  # permutations of coordinates
     nn.PixelUnshuffle: _one,
+    nn.ChannelShuffle: _one,
+    nn.Flatten: _one,  # reshapes
+    nn.Unflatten: _one,
+    nn.ZeroPad2d: _one,  # adds zeros (a constant value only shifts: still 1)
+    nn.ConstantPad2d: _one,
     nn.AvgPool2d: _pool_avg,
     nn.MaxPool2d: _pool_max,
     nn.Upsample: _upsample,

@@ -176,6 +176,21 @@ def test_functional_forms_are_bounded_above_their_dense_jacobian(name):
 
 
 @pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Flatten(),
+        nn.Sequential(nn.Flatten(), nn.Unflatten(1, (2, 30))),
+        nn.ZeroPad2d((1, 2, 0, 1)),
+        nn.ConstantPad2d(1, 3.5),
+        nn.ChannelShuffle(2),
+    ],
+)
+def test_reshaping_and_padding_modules_are_bounded_exactly(layer):
+    exact = _dense_norm(layer, (2, 6, 5))
+    assert exact * (1 - 1e-9) <= lipschitz_bound(layer, (2, 6, 5)) <= exact * (1 + 1e-5)
+
+
+@pytest.mark.parametrize(
     "mode, kw",
     [("nearest", {}), ("bilinear", {"align_corners": False}), ("bilinear", {"align_corners": True}),
      ("bicubic", {"align_corners": False}), ("area", {})],
