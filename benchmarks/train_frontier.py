@@ -28,6 +28,12 @@ SETTINGS = {
     "tau4": dict(loss="tau_ce", tau=4.0),
     "hinge-tau8-k2.0-q25": dict(loss="margin_hinge", tau=8.0, margin=2.0, margin_warmup=5, hinge_quantile=0.25),
     "mce-tau4-k2.0-w03": dict(loss="margin_ce", tau=4.0, margin=2.0, margin_warmup=5, class_weights=[0.3] + [1.0] * 10),
+    # architecture: the best loss so far on a 1.5x wider body (about 2.2x the training time)
+    "wide-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
+}
+# model fields that differ from the recipe's, per setting
+MODEL_OVERRIDES = {
+    "wide-mce-tau8-k2.0": dict(widths=[[48, 2], [96, 2], [192, 2]], stem=48),
 }
 
 
@@ -49,7 +55,7 @@ def main() -> None:
         recipe = get_recipe("digits-lipunet", epochs=args.epochs, eval_every=0, **options)
         data = recipe["data"]
         torch.manual_seed(recipe["train"].seed)
-        model = build_model(recipe["model"])
+        model = build_model({**recipe["model"], **MODEL_OVERRIDES.get(name, {})})
         train_set = DigitScenes("train", n=data["n_train"], size=data["size"], seed=data["seed"])
         t0 = time.time()
         res = train(
@@ -59,7 +65,7 @@ def main() -> None:
             out=path,
             resume=True,
             progress=False,
-            meta={"setting": name, "options": options},
+            meta={"setting": name, "options": options, "model": MODEL_OVERRIDES.get(name, {})},
         )
         with open(os.path.join(args.out, f"{name}.log.json"), "w") as f:
             json.dump({"setting": name, "options": options, "seconds": time.time() - t0, **res}, f, default=str)
