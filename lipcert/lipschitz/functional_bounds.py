@@ -99,7 +99,24 @@ def functional_bound(node: fx.Node, bound: float, facts) -> float | str | None:
         return _pool(node, bound, facts)
     if target in (torch.mean, "mean", torch.sum, "sum"):
         return _reduction(node, bound, facts)
+    if target in _COPIES:
+        return _copies(node, bound, facts)
     return None
+
+
+_COPIES = {"expand", "repeat", torch.broadcast_to, "broadcast_to", torch.Tensor.expand, torch.Tensor.repeat}
+
+
+def _copies(node: fx.Node, bound: float, facts):
+    """The bound of ``expand`` / ``repeat`` / ``broadcast_to``: every element copied ``N / n`` times.
+
+    Each of the n input elements appears exactly ``N / n`` times in the N outputs, so
+    ``||f(x) - f(y)||^2 = (N / n) ||x - y||^2``: the factor is ``sqrt(N / n)``, exact.
+    """
+    first = node.args[0] if node.args else None
+    if facts is None or not isinstance(first, fx.Node) or first not in facts["numels"] or node not in facts["numels"]:
+        return "a broadcast is bounded at the size it sees: pass `input_shape`"
+    return bound * math.sqrt(facts["numels"][node] / max(1, facts["numels"][first]))
 
 
 def _interpolate(node: fx.Node, bound: float, facts):

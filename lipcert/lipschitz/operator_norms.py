@@ -234,6 +234,17 @@ def _symbol_degree(k: int, s: int, d: int) -> int:
     return ((k - 1) * d) // s  # only offsets that are multiples of the stride survive the alias mean
 
 
+def _torus_dilation(stride, dilation) -> tuple[int, int]:
+    """Dilation that gives the same symbol supremum: without stride, ``W_dil(phi) = W(dil phi)`` covers the torus."""
+    return tuple(1 if s == 1 else d for s, d in zip(stride, dilation, strict=True))
+
+
+def _coarse_points(w: torch.Tensor, stride, dilation) -> list[int]:
+    """Coarse grid size per axis for the whole-torus bound: ``32 d`` points (0.24 % per axis on the norm)."""
+    dilation = _torus_dilation(stride, dilation)
+    return [max(1, 32 * _symbol_degree(k, s, d)) for k, s, d in zip(w.shape[2:], stride, dilation, strict=True)]
+
+
 def _continuous_eigenvalue(w: torch.Tensor, stride, dilation) -> tuple[float, int]:
     """Upper bound on ``lambda_max`` of the Gram symbol over the whole frequency torus (any input size).
 
@@ -243,11 +254,13 @@ def _continuous_eigenvalue(w: torch.Tensor, stride, dilation) -> tuple[float, in
     maximiser, so on an M-point equispaced grid (every point within ``pi / M`` of it)
     ``max_grid p >= ||p|| cos(d pi / M)``; applied along each axis in turn, ``sup lambda_max =
     sup_u ||p_u|| <= max_grid lambda_max / (cos(d_h pi / M_h) cos(d_w pi / M_w))``. ``M = 32 d`` costs a
-    factor ``1 / cos(pi / 32) = 1.0048`` on the eigenvalue per axis (0.24 % on the norm).
+    factor ``1 / cos(pi / 32) = 1.0048`` on the eigenvalue per axis (0.24 % on the norm). Without stride a
+    dilated kernel has the supremum of the undilated one (its symbol is ``W(dil phi)``), which has a lower
+    degree. Returns the bound and the number of blocks refined.
     """
-    kh, kw = w.shape[2:]
-    degrees = [_symbol_degree(k, s, d) for k, s, d in zip((kh, kw), stride, dilation, strict=True)]
-    points = [max(1, 32 * deg) for deg in degrees]
+    dilation = _torus_dilation(stride, dilation)
+    points = _coarse_points(w, stride, dilation)
+    degrees = [_symbol_degree(k, s, d) for k, s, d in zip(w.shape[2:], stride, dilation, strict=True)]
     grid = tuple(m * s for m, s in zip(points, stride, strict=True))
     parts, sign, out_grid = _gram_symbol(w, stride, dilation, grid)
     value, refined = _largest_block_eigenvalue(parts, sign, out_grid)
@@ -290,8 +303,9 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
         return _explicit_strided_norm(w, stride, dilation, grid)
     parts, sign, out_grid = _gram_symbol(w, stride, dilation, grid)
     fine_blocks = (out_grid[0] // 2 + 1) * out_grid[1]
+    coarse = _coarse_points(w, stride, dilation)
     cap, budget = math.inf, None
-    if fine_blocks > _COARSE_BLOCKS:
+    if fine_blocks > max(_COARSE_BLOCKS, 2 * (coarse[0] // 2 + 1) * coarse[1]):
         cap, refined = _continuous_eigenvalue(w, stride, dilation)
         if refined > _FINE_BUDGET:  # loose cheap bounds: the fine grid would not get within budget either
             return math.sqrt(cap)

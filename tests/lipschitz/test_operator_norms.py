@@ -90,7 +90,10 @@ def _grid_max_eigenvalue(w, s, d, grid):
 _COS_FACTOR = (1 / math.cos(math.pi / 32)) ** 2  # the two cos factors of the van der Corput bound (M = 32 d)
 
 
-@pytest.mark.parametrize("c_out,c_in,s,d,k", [(6, 3, 1, 1, 3), (3, 6, 1, 2, 3), (8, 4, 2, 1, 3), (4, 4, 2, 1, 2)])
+@pytest.mark.parametrize(
+    "c_out,c_in,s,d,k",
+    [(6, 3, 1, 1, 3), (3, 6, 1, 2, 3), (8, 4, 2, 1, 3), (4, 4, 2, 1, 2), (4, 4, 1, 3, 3), (5, 2, 2, 2, 3)],
+)
 def test_whole_torus_bound_is_above_every_grid_and_close_to_a_fine_one(c_out, c_in, s, d, k):
     from lipcert.lipschitz import operator_norms as on
 
