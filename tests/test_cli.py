@@ -82,11 +82,23 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
     for row in table:
         j = eps.index(float(row["eps"]))
         if row["method"] == "lipschitz":
-            expected = data["lipschitz"][row["metric"]][row["average"]][j]
+            lip_values = data["lipschitz"]
+            if row["metric"] == "certified_foreground_recall":
+                expected = lip_values["certified_foreground_recall_micro"][j]
+            else:
+                expected = lip_values[row["metric"]][row["average"]][j]
             assert float(row["value"]) == pytest.approx(expected, rel=1e-12)
         elif row["status"] != "unreachable" and row["value"]:
             found = data["segcertify"][0]["results"][j][f"{row['metric']}_{row['average']}"]
             assert float(row["value"]) == pytest.approx(found, rel=1e-12)
+        if row["method"] == "segcertify" and row["clean"]:  # the twin's own clean values
+            sc = data["segcertify"][0]
+            key = "twin_clean_pixel_accuracy" if "pixel_accuracy" in row["metric"] else "twin_clean_miou"
+            assert float(row["clean"]) == pytest.approx(sc[key][row["average"]], rel=1e-12)
+    sc = data["segcertify"][0]
+    assert sc["correction"] == "holm" and 0 < sc["twin_clean_pixel_accuracy"]["micro"] <= 1
+    assert rows[0]["radius"] == pytest.approx(rows[0]["eps"], rel=1e-9)  # R = sigma Phi^-1(tau)
+    assert "Holm correction" in text and "per pixel by construction" in text
     assert set(data["provenance"]["versions"]) >= {"lipcert", "torch", "numba", "ortools"}
     assert data["provenance"]["lipschitz_source"] == data["lipschitz"]["lipschitz_source"]
     assert data["lipschitz"]["foreground_classes"] == list(range(1, 11))

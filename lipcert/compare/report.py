@@ -26,49 +26,71 @@ def markdown(res: dict) -> str:
 
 
 def _certificate_lines(res: dict) -> list[str]:
-    lip, eps = res["lipschitz"], res["eps"]
+    lip = res["lipschitz"]
     lines = [
         f"## Lipschitz certificate vs SegCertify ({res['n_images']} images; {res['hardware']})",
         "",
-        f"Lipschitz model: guaranteed L = {lip['lipschitz']:.4f} (computed from the weights); clean pixel "
+        f"Lipschitz model: guaranteed L = {lip['lipschitz']:.4f} ({lip['lipschitz_source']}); clean pixel "
         f"accuracy {_f(lip['clean_pixel_accuracy']['micro'])} (micro) / "
         f"{_f(lip['clean_pixel_accuracy']['macro'])} (macro); clean mIoU {_f(lip['clean_miou']['micro'])} "
-        f"(pooled, micro) / {_f(lip['clean_miou']['macro'])} (macro).",
+        f"(pooled, micro) / {_f(lip['clean_miou']['macro'])} (macro); its certificate is deterministic.",
+        "",
+    ]
+    for s in res["segcertify"]:
+        lines.append(
+            f"{_sc_name(s)}: smooths the noise-trained twin (clean pixel accuracy "
+            f"{_f(s['twin_clean_pixel_accuracy']['micro'])} micro / {_f(s['twin_clean_pixel_accuracy']['macro'])} "
+            f"macro; clean mIoU {_f(s['twin_clean_miou']['micro'])} pooled / {_f(s['twin_clean_miou']['macro'])} "
+            f"macro); n0 = {s['n0']}, n = {s['n']}, {s['correction'].capitalize()} correction, alpha = {s['alpha']}: "
+            "every value holds with probability 1 - alpha; radius R = sigma Phi^-1(tau)."
+        )
+    lines += [
         "",
         "| eps | method | certified pixel acc (macro) | certified pixel acc (micro) | per-pixel cert. acc "
         "(macro) | abstain rate (micro) | worst-case mIoU (macro) | worst-case mIoU (micro, pooled) | "
         "certified-map mIoU (micro, clean input, not a worst case) | certified foreground recall "
-        "(micro, mean of digit classes) |",
+        "(micro, mean of the foreground classes) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for j, e in enumerate(eps):
-        fg = lip["certified_foreground_recall_micro"]
-        lines.append(
-            f"| {e:g} | Lipschitz (1 forward pass, exact joint) | "
-            f"{_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
-            f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
-            f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
-            f"{_f(lip['worst_miou_bound']['macro'][j])} (sound bound, budget split) | "
-            f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound, mean of classes) | - | "
-            f"{_f(fg[j]) if fg else 'n/a'} |"
-        )
-        for s in res["segcertify"]:
-            row = s["results"][j]
-            name = f"SegCertify sigma={s['sigma']}, n0={s['n0']}, n={s['n']}"
-            if not row["reachable"]:
-                lines.append(
-                    f"| {e:g} | {name} | unreachable (tau {row['tau']:.4f} > ceiling "
-                    f"{row['tau_ceiling']:.4f}) | | | | | | | |"
-                )
-                continue
-            lines.append(
-                f"| {e:g} | {name} | {_f(row['certified_pixel_accuracy_macro'])} | "
-                f"{_f(row['certified_pixel_accuracy_micro'])} | n/a | {_f(row['abstain_rate_micro'])} | "
-                f"{_f(row['worst_case_miou_macro'])} (abstained adversarial) | "
-                f"{_f(row['worst_case_miou_micro'])} (abstained adversarial) | "
-                f"{_f(row['certified_map_miou_micro'])} | n/a |"
-            )
+    for j, e in enumerate(res["eps"]):
+        lines.append(_lipschitz_row(lip, j, e))
+        lines += [_segcertify_row(s, s["results"][j], e) for s in res["segcertify"]]
     return lines
+
+
+def _sc_name(s: dict) -> str:
+    return f"SegCertify sigma={s['sigma']}, n0={s['n0']}, n={s['n']}"
+
+
+def _lipschitz_row(lip: dict, j: int, e: float) -> str:
+    fg = lip["certified_foreground_recall_micro"]
+    return (
+        f"| {e:g} | Lipschitz (deterministic, 1 forward pass; exact joint) | "
+        f"{_f(lip['certified_pixel_accuracy_joint']['macro'][j])}"
+        f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
+        f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
+        f"{_f(lip['worst_miou_bound']['macro'][j])} (sound bound, budget split) | "
+        f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound, mean of classes) | - | "
+        f"{_f(fg[j]) if fg else 'n/a'} |"
+    )
+
+
+def _segcertify_row(s: dict, row: dict, e: float) -> str:
+    name = f"{_sc_name(s)}, alpha={s['alpha']}, {s['correction']}"
+    if not row["reachable"]:
+        return (
+            f"| {e:g} | {name} | unreachable (tau {row['tau']:.4f} > ceiling {row['tau_ceiling']:.4f}) | | | | | | | |"
+        )
+    per_pixel = row["certified_pixel_accuracy_macro"]  # per pixel by construction: the same certificate
+    return (
+        f"| {e:g} | {name}; tau {row['tau']:.4f}, R {row['radius']:.4f} | "
+        f"{_f(row['certified_pixel_accuracy_macro'])} | "
+        f"{_f(row['certified_pixel_accuracy_micro'])} | {_f(per_pixel)} (per pixel by construction) | "
+        f"{_f(row['abstain_rate_micro'])} | "
+        f"{_f(row['worst_case_miou_macro'])} (abstained adversarial) | "
+        f"{_f(row['worst_case_miou_micro'])} (abstained adversarial) | "
+        f"{_f(row['certified_map_miou_micro'])} | {_f(row.get('certified_foreground_recall_micro'))} |"
+    )
 
 
 def _timing_lines(res: dict) -> list[str]:
@@ -149,24 +171,32 @@ def _csv_rows(res: dict) -> list[list]:
         for avg in ("macro", "micro"):
             for name, status, clean in lip_metrics:
                 rows.append(["lipschitz", "deterministic", e, name, avg, lip[name][avg][j], status, "", clean[avg]])
+        fg = lip["certified_foreground_recall_micro"]
+        if fg:
+            rows.append(
+                ["lipschitz", "deterministic", e, "certified_foreground_recall", "micro", fg[j], "exact", "", ""]
+            )
         for s in res["segcertify"]:
-            setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']};correction=holm"
-            row = s["results"][j]
-            for key in (
-                "certified_pixel_accuracy_macro",
-                "certified_pixel_accuracy_micro",
-                "abstain_rate_micro",
-                "abstain_rate_macro",
-                "worst_case_miou_micro",
-                "worst_case_miou_macro",
-                "certified_map_miou_micro",
-                "certified_map_miou_macro",
-            ):
-                metric, avg = key.rsplit("_", 1)
-                reachable = row["reachable"]
-                status = ("bound" if metric != "abstain_rate" else "measured") if reachable else "unreachable"
-                value = row.get(key) if reachable else ""
-                rows.append(["segcertify", setting, e, metric, avg, value, status, s["alpha"], ""])
+            rows += _segcertify_csv_rows(s, s["results"][j], e)
+    return rows
+
+
+def _segcertify_csv_rows(s: dict, row: dict, e: float) -> list[list]:
+    """CSV rows of one SegCertify setting at one eps (``clean``: the twin's own clean value)."""
+    setting = f"sigma={s['sigma']};n0={s['n0']};n={s['n']};correction={s['correction']}"
+    clean_of = {"certified_pixel_accuracy": s["twin_clean_pixel_accuracy"], "worst_case_miou": s["twin_clean_miou"]}
+    clean_of["certified_map_miou"] = clean_of["worst_case_miou"]
+    rows = []
+    for metric in ("certified_pixel_accuracy", "abstain_rate", "worst_case_miou", "certified_map_miou"):
+        for avg in ("macro", "micro"):
+            reachable = row["reachable"]
+            status = ("bound" if metric != "abstain_rate" else "measured") if reachable else "unreachable"
+            value = row.get(f"{metric}_{avg}") if reachable else ""
+            clean = clean_of[metric][avg] if metric in clean_of else ""
+            rows.append(["segcertify", setting, e, metric, avg, value, status, s["alpha"], clean])
+    recall = row.get("certified_foreground_recall_micro") if row["reachable"] else ""
+    status = "bound" if row["reachable"] else "unreachable"
+    rows.append(["segcertify", setting, e, "certified_foreground_recall", "micro", recall, status, s["alpha"], ""])
     return rows
 
 

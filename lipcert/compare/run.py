@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from ..certify import certify_logits
@@ -87,6 +88,9 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
             return _compare_models(lip, twin, dataset, cfg, L, n_images, k, ignore, eps, image0, device)
 
 
+CORRECTION = "holm"  # SegCertify's multiple-testing correction in the comparison (the reference's default)
+
+
 @dataclass
 class _Run:
     """What a comparison accumulates on one process; its timing lists are gathered before the summary."""
@@ -97,6 +101,7 @@ class _Run:
     lipschitz: dict  # CertifiedMetric per role: acc_macro, acc_micro, miou_macro, miou_micro, iou, recall, curve
     sc_metrics: dict  # (setting index, eps) -> AbstainMetrics
     sc_time: dict  # setting index -> seconds per image
+    twin_clean: AbstainMetrics  # the twin's own (unsmoothed) predictions: its clean accuracy and mIoU
     times: dict = field(default_factory=lambda: {k: [] for k in ("fwd", "cert", "fwd1", "cert1", "fwd64", "cert64")})
     example: dict = field(default_factory=dict)
     seconds: list = field(default_factory=list)  # wall time of each process's shard
@@ -114,7 +119,8 @@ def _new_run(cfg, L: float, k: int, ignore, eps: list) -> _Run:
     metrics["curve"] = CertifiedMetric("pixel_accuracy", curve, average="macro", **common)
     settings = [(s, a, b) for s in cfg.sigma for a in cfg.n0 for b in cfg.n]
     sc_metrics = {(si, e): AbstainMetrics(k, ignore_index=ignore) for si in range(len(settings)) for e in eps}
-    return _Run(eps, curve, settings, metrics, sc_metrics, {si: [] for si in range(len(settings))})
+    sc_time = {si: [] for si in range(len(settings))}
+    return _Run(eps, curve, settings, metrics, sc_metrics, sc_time, AbstainMetrics(k, ignore_index=ignore))
 
 
 def noise_generator(seed: int, index: int, device) -> torch.Generator:
@@ -183,6 +189,9 @@ def _lipschitz_batch(run: _Run, lip_model, items, cfg, L, ignore, timed, device,
 def _segcertify_image(run: _Run, twin_model, x, y, index: int, cfg, timed, device) -> None:
     """SegCertify on one image for every setting and reachable eps (noise seeded from the image index)."""
     gen = noise_generator(cfg.seed, index, device)
+    with torch.no_grad():  # the twin's clean prediction (not timed: not part of SegCertify's cost)
+        clean = twin_model(x[None].to(device)).argmax(1).cpu().numpy()
+    run.twin_clean.update(clean, y[None].numpy())
     for si, (sigma, n0, n) in enumerate(run.settings):
         mode, counts, ts = sample_counts(twin_model, x.to(device), sigma, n0, n, cfg.batch_size, gen)
         per_eps_t = []
@@ -192,7 +201,7 @@ def _segcertify_image(run: _Run, twin_model, x, y, index: int, cfg, timed, devic
                 continue
             res, tt = timed(
                 lambda tau=tau, mode=mode, counts=counts, sigma=sigma, n=n: certify_counts(
-                    mode, counts, n, tau, cfg.alpha, sigma
+                    mode, counts, n, tau, cfg.alpha, sigma, correction=CORRECTION
                 )
             )
             per_eps_t.append(tt)
@@ -282,8 +291,13 @@ def _lipschitz_summary(run: _Run, L: float, foreground: list) -> dict:
     }
 
 
-def _segcertify_summary(cfg, run: _Run, n_pixels: int) -> list:
-    """One entry per SegCertify setting: every eps, reachable or not, with its metrics."""
+def _segcertify_summary(cfg, run: _Run, n_pixels: int, foreground: list) -> list:
+    """One entry per SegCertify setting: every eps, reachable or not, with its metrics and the twin's clean values."""
+    clean = run.twin_clean.compute()
+    twin = {
+        "twin_clean_pixel_accuracy": {avg: clean[f"certified_pixel_accuracy_{avg}"] for avg in ("macro", "micro")},
+        "twin_clean_miou": {avg: clean[f"certified_map_miou_{avg}"] for avg in ("macro", "micro")},
+    }
     sc = []
     for si, (sigma, n0, n) in enumerate(run.settings):
         rows = []
@@ -294,14 +308,22 @@ def _segcertify_summary(cfg, run: _Run, n_pixels: int) -> list:
                 rows.append({"eps": e, "tau": tau, "reachable": False, "tau_ceiling": ceiling})
                 continue
             out = run.sc_metrics[(si, e)].compute()
-            values = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in out.items()}
-            rows.append({"eps": e, "tau": tau, "reachable": True, "tau_ceiling": ceiling, **values})
+            recall = out["certified_recall_micro"][foreground] if foreground else np.array([])
+            out["certified_foreground_recall_micro"] = float(np.nanmean(recall)) if np.isfinite(recall).any() else None
+            values = {
+                key: (np.where(np.isnan(v), None, v).tolist() if isinstance(v, np.ndarray) else v)
+                for key, v in out.items()
+            }
+            radius = sigma * float(norm.ppf(tau))  # the radius SegCertify certifies at this tau (= eps)
+            rows.append({"eps": e, "tau": tau, "radius": radius, "reachable": True, "tau_ceiling": ceiling, **values})
         sc.append(
             {
                 "sigma": sigma,
                 "n0": n0,
                 "n": n,
                 "alpha": cfg.alpha,
+                "correction": CORRECTION,
+                **twin,
                 "forward_passes_per_image": n0 + n,
                 "seconds_per_image": _stats(run.sc_time[si]),
                 "results": rows,
@@ -356,7 +378,7 @@ def _summarise(cfg, run: _Run, dataset, L: float, k: int, n_images: int, n_pixel
         "lip_batch": cfg.lip_batch,
         "sample_batch": cfg.batch_size,
         "lipschitz": _lipschitz_summary(run, L, foreground),
-        "segcertify": _segcertify_summary(cfg, run, n_pixels),
+        "segcertify": _segcertify_summary(cfg, run, n_pixels, foreground),
         "timing": timing,
         "ratios": ratios,
         "_example": run.example,

@@ -119,8 +119,10 @@ class AbstainMetrics(Metric):
         """Every metric of the images seen, macro and micro.
 
         Dict of ``certified_pixel_accuracy_{micro,macro}``, ``abstain_rate_{micro,macro}``,
-        ``certified_map_iou_micro`` (K,) pooled, ``certified_map_miou_{micro,macro}`` and
-        ``worst_case_miou_{micro,macro}`` (abstained pixels adversarial; micro pools per-class counts).
+        ``certified_map_iou_micro`` (K,) pooled, ``certified_map_miou_{micro,macro}``,
+        ``worst_case_miou_{micro,macro}`` (abstained pixels adversarial; micro pools per-class counts) and
+        ``certified_recall_micro`` (K,): pooled certified-and-correct pixels of each class over its pixels
+        (NaN for a class without pixels).
         """
         cm = self.confusion.cpu().numpy()
         total = cm.sum()
@@ -138,4 +140,12 @@ class AbstainMetrics(Metric):
             "certified_map_miou_macro": macro_mean(cat_state_values(self.image_miou)),
             "worst_case_miou_micro": worst_case_miou(*counts, int(self.n_abstained)),
             "worst_case_miou_macro": macro_mean(cat_state_values(self.image_worst_miou)),
+            "certified_recall_micro": _recall(cm, self.num_classes),
         }
+
+
+def _recall(cm: np.ndarray, k: int) -> np.ndarray:
+    """(K,) certified recall from a (K, K + 1) confusion (rows: true class; last column: abstained)."""
+    pixels = cm[:k].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pixels > 0, np.diag(cm[:k, :k]) / np.maximum(pixels, 1), np.nan)

@@ -126,6 +126,21 @@ def test_abstain_metrics_macro_micro():
     assert out["certified_pixel_accuracy_macro"] == pytest.approx(0.75)
     assert out["abstain_rate_micro"] == pytest.approx(1 / 3)
     np.testing.assert_allclose(out["certified_map_iou_micro"], [0.5, 1.0])
+    np.testing.assert_allclose(out["certified_recall_micro"], [0.5, 1.0])  # class 0: one of 2 pixels certified
+
+
+def test_abstain_metrics_certified_recall_counts_pixels_per_class():
+    rng = np.random.default_rng(5)
+    targets = np.where(rng.random((3, 5, 6)) < 0.1, 255, rng.integers(0, 4, size=(3, 5, 6)))
+    targets[targets == 3] = 2  # class 3 has no pixel: NaN, not 0
+    labels = np.where(rng.random((3, 5, 6)) < 0.3, -1, rng.integers(0, 4, size=(3, 5, 6)))
+    m = AbstainMetrics(4)
+    m.update(labels, targets)
+    recall = m.compute()["certified_recall_micro"]
+    for c in range(3):
+        expected = ((labels == c) & (targets == c)).sum() / (targets == c).sum()
+        assert recall[c] == pytest.approx(expected)
+    assert np.isnan(recall[3])
 
 
 def _brute_worst_miou(maps, targets, k, abstain=-1, pooled=False):
