@@ -103,6 +103,7 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
     assert data["provenance"]["lipschitz_source"] == data["lipschitz"]["lipschitz_source"]
     assert data["lipschitz"]["foreground_classes"] == list(range(1, 11))
     assert (out / "comparison.png").stat().st_size > 0
+    assert (out / "figure.pdf").read_bytes()[:5] == b"%PDF-" and (out / "figure.png").stat().st_size > 0
     lip = res["lipschitz"]
     joint, per_pixel = (
         lip["certified_pixel_accuracy_joint"]["macro"],

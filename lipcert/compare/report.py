@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .figure import comparison_figure
+
 
 def _f(x, digits=4) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
@@ -136,7 +138,7 @@ def _ratio_lines(res: dict) -> list[str]:
 
 
 def write_outputs(res: dict, out_dir) -> dict:
-    """Write results.json, results.csv and comparison.png into ``out_dir``; returns their paths."""
+    """Write results.json, results.csv, comparison.png and figure.pdf / figure.png into ``out_dir``; their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in res.items() if not k.startswith("_")}
@@ -148,6 +150,8 @@ def write_outputs(res: dict, out_dir) -> dict:
         w.writerows(rows)
     paths = {"json": str(out / "results.json"), "csv": str(out / "results.csv")}
     paths["plot"] = _plot(res, out / "comparison.png")
+    figure = comparison_figure(res, out / "figure")
+    paths["figure_pdf"], paths["figure_png"] = figure["pdf"], figure["png"]
     return paths
 
 

@@ -373,6 +373,7 @@ def _summarise(cfg, run: _Run, dataset, L: float, k: int, n_images: int, n_pixel
     return {
         "n_images": n_images,
         "eps": run.eps,
+        "class_names": [str(c) for c in getattr(dataset, "class_names", [f"class {i}" for i in range(k)])],
         "hardware": hardware(cfg.device),
         "provenance": provenance(cfg),
         "lip_batch": cfg.lip_batch,

@@ -89,6 +89,7 @@ class Cityscapes(PairDataset):
 
     num_classes = 19
     classes = CLASSES
+    class_names = CLASSES
     foreground_classes = tuple(range(11, 19))  # things: person, rider, car, truck, bus, train, motorcycle, bicycle
 
     def __init__(self, root, split: str = "train", size=None, transform=None, labels: str = "auto") -> None:

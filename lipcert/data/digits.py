@@ -68,6 +68,7 @@ class DigitScenes:
 
     num_classes = NUM_CLASSES
     foreground_classes = tuple(range(1, NUM_CLASSES))  # the ten digits
+    class_names = ("background", *(f"digit {d}" for d in range(10)))
     ignore_index = IGNORE_INDEX
 
     def __init__(self, split: str = "train", size: int = 64, n: int = 1000, seed: int = 0, cache: bool = True) -> None:

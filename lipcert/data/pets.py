@@ -65,6 +65,7 @@ class OxfordIIITPet(PairDataset):
             raise LipcertError(f"{listing} lists no images; the expected layout is:\n{LAYOUT}")
         self.num_classes = classes
         self.foreground_classes = (0,)  # the pet
+        self.class_names = ("pet", "background", "border")[:classes]
         if transform is None and size is not None:
             transform = EvalTransform(size)
         super().__init__(pairs, transform)
