@@ -290,9 +290,11 @@ def _image_flip_counts(costs, cell, count, total, budgets, order, cap, joint, si
                 before += cnt[g * nb + c]
                 c += 1
             budget_bin[g, e], budget_count[g, e] = g * nb + stop, before
-    # gather the items of those bins, bin by bin, and sort each bin
+    # gather the items of those bins, bin by bin; sort only the bins the joint greedy walks in order (few:
+    # its cumulative sums pass the cheap bins quickly), count the budget bins' items unsorted
     slot = np.full(n_groups * nb, -1, dtype=np.int32)
     needed = np.empty(2 * n_groups * n_eps, dtype=np.int64)
+    walked = np.zeros(2 * n_groups * n_eps, dtype=np.bool_)
     n_slots = 0
     for g in range(n_groups):
         for e in range(n_eps):
@@ -301,6 +303,8 @@ def _image_flip_counts(costs, cell, count, total, budgets, order, cap, joint, si
                     slot[b] = n_slots
                     needed[n_slots] = b
                     n_slots += 1
+            if full_bin[g, e] >= 0:
+                walked[slot[full_bin[g, e]]] = True
     start = np.zeros(n_slots + 1, dtype=np.int64)
     for s in range(n_slots):
         start[s + 1] = start[s] + cnt[needed[s]]
@@ -313,7 +317,8 @@ def _image_flip_counts(costs, cell, count, total, budgets, order, cap, joint, si
                 items[fill[s]] = costs[i]
                 fill[s] += 1
     for s in range(n_slots):
-        items[start[s] : start[s + 1]] = np.sort(items[start[s] : start[s + 1]])
+        if walked[s]:
+            items[start[s] : start[s + 1]] = np.sort(items[start[s] : start[s + 1]])
     for g in range(n_groups):
         for e in range(n_eps):
             budget = budgets[e]
@@ -328,10 +333,9 @@ def _image_flip_counts(costs, cell, count, total, budgets, order, cap, joint, si
                 joint[g, e] = k
             k = budget_count[g, e]
             b = budget_bin[g, e]
-            for v in items[start[slot[b]] : start[slot[b] + 1]]:
-                if v > budget:
-                    break
-                k += 1
+            for v in items[start[slot[b]] : start[slot[b] + 1]]:  # sorted or not: count those that fit
+                if v <= budget:
+                    k += 1
             single[g, e] = k
 
 

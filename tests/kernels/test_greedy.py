@@ -45,13 +45,20 @@ def test_small_inputs_with_ties_equal_the_sorted_running_sums(b, k, n, seed, per
 
 @pytest.mark.parametrize("per_class", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_several_blocks_and_tiles_equal_the_reference(per_class, dtype):
+@pytest.mark.parametrize(
+    "eps",
+    [
+        np.array([0.0, 0.01, 0.1, 0.55, 1.4, 6.3]),
+        np.random.default_rng(1).permutation(np.linspace(0.0, 3.0, 64)),  # many radii per bin, any order
+    ],
+    ids=["6 radii", "64 radii"],
+)
+def test_several_blocks_and_tiles_equal_the_reference(per_class, dtype, eps):
     rng = np.random.default_rng(3)
     b, k, n = 2, 4, 9001  # three blocks of pixels per image, the last one short; many tiles
     logits = rng.normal(size=(b, k, n)).astype(dtype)
     target = rng.choice([0, 1, 2, 3, 255], size=(b, n), p=[0.4, 0.3, 0.2, 0.05, 0.05]).astype(np.int64)
     target[:, : n // 2] = logits[:, :, : n // 2].argmax(1)  # many correct pixels
-    eps = np.array([0.0, 0.01, 0.1, 0.55, 1.4, 6.3])
     budgets = eps * eps * (1 + 1e-9)
     got, (joint, single) = _both(logits, target, per_class, True, 0.5, eps)
     # and against a direct sort of every group's costs
