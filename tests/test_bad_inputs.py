@@ -254,6 +254,12 @@ CASES = [
         lambda: segcertify_from_samples(np.zeros((20, 2), dtype=int), 5, 0.6, 0.01, 0.25, abstain=0),
         ["abstain"],
     ),  # fmt: skip
+    (
+        "samples n0 an array",
+        lambda: segcertify_from_samples(np.zeros((20, 2), dtype=int), np.zeros((5, 2), dtype=int), 0.6, 0.01, 0.25),
+        ["n0"],
+    ),
+    ("samples n0 a float", lambda: segcertify_from_samples(np.zeros((20, 2), dtype=int), 5.5, 0.6, 0.01, 0.25), ["n0"]),
     # --- data
     ("digits size 0", lambda: DigitScenes(size=0), ["size"]),
     ("digits negative seed", lambda: DigitScenes(seed=-1), ["seed"]),

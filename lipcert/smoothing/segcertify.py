@@ -106,6 +106,7 @@ def segcertify_from_samples(
         >>> res.labels.tolist(), round(res.radius, 4)
         ([[-1, 0], [0, 0]], 0.0633)
     """
+    check_positive(n0, "n0", integer=True, maximum=10**8)  # before it is compared with the sample count
     samples = np.asarray(samples)
     if samples.dtype.kind not in "iu" or samples.ndim < 2 or samples.shape[0] <= n0:
         raise LipcertError(f"Expected integer samples of shape (n0 + n, ...) with n >= 1, got {samples.shape}.")
