@@ -28,6 +28,16 @@ SETTINGS = {
     "tau4": dict(loss="tau_ce", tau=4.0),
     "hinge-tau8-k2.0-q25": dict(loss="margin_hinge", tau=8.0, margin=2.0, margin_warmup=5, hinge_quantile=0.25),
     "mce-tau4-k2.0-w03": dict(loss="margin_ce", tau=4.0, margin=2.0, margin_warmup=5, class_weights=[0.3] + [1.0] * 10),
+    # the hinge on correctly classified pixels only (what the certificate's attacker flips), lighter
+    "hinge-correct-tau8-k2.0-w03": dict(
+        loss="margin_hinge",
+        tau=8.0,
+        margin=2.0,
+        margin_warmup=5,
+        hinge_quantile=0.25,
+        hinge_weight=0.3,
+        hinge_correct_only=True,
+    ),  # fmt: skip
     # architecture: the best loss so far on a 1.5x wider body (about 2.2x the training time)
     "wide-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
 }

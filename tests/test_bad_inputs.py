@@ -269,6 +269,7 @@ CASES = [
     # --- training
     ("train 0 epochs", lambda: TrainConfig(epochs=0), ["epochs"]),
     ("train tau 0", lambda: TrainConfig(tau=0.0), ["tau"]),
+    ("train hinge_correct_only a string", lambda: TrainConfig(hinge_correct_only="yes"), ["hinge_correct_only"]),
     ("train negative noise", lambda: TrainConfig(noise_sigma=-0.1), ["noise_sigma"]),
     ("train unknown loss", lambda: TrainConfig(loss="dice"), ["loss"]),
     ("train nan lr", lambda: TrainConfig(lr=math.nan), ["lr"]),

@@ -171,14 +171,14 @@ def test_margin_ce_lowers_the_true_logit_by_kappa_value_and_gradient():
     assert torch.isnan(ignored) or float(ignored) == 0.0
 
 
-@given(st.integers(0, 2**31 - 1), st.floats(0.05, 1.0), st.floats(0.0, 3.0))
-def test_lowest_margin_hinge_equals_a_per_class_sort_and_pushes_the_cheapest_pixels(seed, quantile, kappa):
+@given(st.integers(0, 2**31 - 1), st.floats(0.05, 1.0), st.floats(0.0, 3.0), st.booleans())
+def test_lowest_margin_hinge_equals_a_per_class_sort_and_pushes_the_cheapest_pixels(seed, quantile, kappa, correct):
     from lipcert.training.losses import lowest_margin_hinge
 
     rng = np.random.default_rng(seed)
     z = torch.tensor(rng.normal(size=(2, 3, 3, 4)) * 2, requires_grad=True)
     y = torch.tensor(rng.choice([0, 1, 2, 255], size=(2, 3, 4), p=[0.5, 0.2, 0.2, 0.1]))
-    got = lowest_margin_hinge(z, y, kappa, quantile, 255)
+    got = lowest_margin_hinge(z, y, kappa, quantile, 255, correct_only=correct)
     # reference: per class, sort the margins of its pixels, the lowest fraction pays relu(kappa - m)
     zn, yn = z.detach().numpy().transpose(0, 2, 3, 1).reshape(-1, 3), y.numpy().reshape(-1)
     terms = []
@@ -187,9 +187,13 @@ def test_lowest_margin_hinge_equals_a_per_class_sort_and_pushes_the_cheapest_pix
         if len(rows) == 0:
             continue
         others = np.where(np.eye(3, dtype=bool)[c], -np.inf, rows).max(1)
-        m = np.sort(rows[:, c] - others)[: max(1, int(round(quantile * len(rows))))]
+        m = rows[:, c] - others
+        m = m[m > 0] if correct else m  # correct_only: the correctly classified pixels of the class
+        if len(m) == 0:
+            continue
+        m = np.sort(m)[: max(1, int(round(quantile * len(m))))]
         terms.append(np.maximum(kappa - m, 0).mean())
-    assert float(got) == pytest.approx(np.mean(terms), rel=1e-9, abs=1e-12)
+    assert float(got) == pytest.approx(np.mean(terms) if terms else 0.0, rel=1e-9, abs=1e-12)
     got.backward()
     if float(got) > 0:  # the gradient raises the true logit of some paying pixel
         true_grad = z.grad.gather(1, torch.where(y == 255, 0, y)[:, None])[:, 0][y != 255]

@@ -30,6 +30,9 @@ class TrainConfig:
             present in the batch the fraction ``hinge_quantile`` of its pixels with the lowest margins
             ``m_p = z_y - max_{k != y} z_k`` pays ``mean(relu(kappa - m_p))``; the classes are averaged
             with equal weight (the digits count as much as the background).
+        hinge_correct_only: the hinge's quantile is taken over the correctly classified pixels only
+            (margin > 0): those are what the joint certificate's attacker spends its budget on; the
+            misclassified pixels are left to the cross-entropy.
         class_weights: per-class loss weights (e.g. 0.1 for a dominant background), or None.
         noise_sigma: std of Gaussian noise added in [0,1] input space (randomized-smoothing twins).
         monitor_eps: radius (l2, [0,1] pixels) of the certified accuracy shown during evaluation.
@@ -64,6 +67,7 @@ class TrainConfig:
     margin_warmup: int = 0
     hinge_weight: float = 1.0
     hinge_quantile: float = 0.25
+    hinge_correct_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -77,6 +81,10 @@ class TrainConfig:
         check_choice(self.loss, LOSSES, "loss")
         check_positive(self.hinge_weight, "hinge_weight", allow_zero=True)
         check_positive(self.hinge_quantile, "hinge_quantile", maximum=1.0)
+        if not isinstance(self.hinge_correct_only, bool):
+            raise LipcertError(
+                f"Expected `hinge_correct_only` to be True or False, but got {self.hinge_correct_only!r}."
+            )
         if self.class_weights is not None:
             w = list(self.class_weights)
             if not w or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in w):

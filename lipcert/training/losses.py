@@ -21,7 +21,9 @@ def loss_function(cfg: TrainConfig, ignore_index: int):
         ce = _margin_ce(cfg.tau, weight, ignore_index)
 
         def loss(logits, target, kappa=0.0):
-            hinge = lowest_margin_hinge(logits, target, kappa, cfg.hinge_quantile, ignore_index)
+            hinge = lowest_margin_hinge(
+                logits, target, kappa, cfg.hinge_quantile, ignore_index, correct_only=cfg.hinge_correct_only
+            )
             return ce(logits, target, kappa) + cfg.hinge_weight * hinge
 
         return loss
@@ -53,7 +55,9 @@ def _margin_ce(tau: float, weight, ignore_index: int):
     return loss
 
 
-def lowest_margin_hinge(logits: torch.Tensor, target: torch.Tensor, kappa: float, quantile: float, ignore_index: int):
+def lowest_margin_hinge(
+    logits: torch.Tensor, target: torch.Tensor, kappa: float, quantile: float, ignore_index: int, correct_only=False
+):
     """Class-balanced hinge on the lowest-margin pixels of each class (the ones the attacker flips first).
 
     Args:
@@ -62,10 +66,11 @@ def lowest_margin_hinge(logits: torch.Tensor, target: torch.Tensor, kappa: float
         kappa: the margin asked for, in logit units (``sqrt(2) * L * eps`` protects a pixel at radius eps).
         quantile: the fraction (0, 1] of each class's pixels, lowest margins first, that pays.
         ignore_index: label of ignored pixels.
+        correct_only: take the quantile over the correctly classified pixels (``m_p > 0``) only.
 
     Returns:
         A scalar tensor: the mean over the classes present of ``mean(relu(kappa - m_p))`` over their
-        lowest-margin pixels; 0 when no pixel is valid.
+        lowest-margin pixels; 0 when no pixel is valid (or, with ``correct_only``, none is correct).
 
     Examples:
         >>> z = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # margins 2 (class 0) and 1 (class 1)
@@ -82,6 +87,10 @@ def lowest_margin_hinge(logits: torch.Tensor, target: torch.Tensor, kappa: float
     true = z.gather(1, t[:, None])[:, 0]
     others = z.scatter(1, t[:, None], float("-inf")).max(1).values
     margin = true - others
+    if correct_only:
+        margin, t = margin[margin > 0], t[margin > 0]
+        if t.numel() == 0:
+            return logits.sum() * 0.0
     per_class = []
     for c in torch.unique(t):
         m = margin[t == c]
