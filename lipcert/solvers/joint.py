@@ -50,6 +50,7 @@ def joint_miou_min(
     time_limit: float,
     inv: float = 1.0,
     attack_budget: float | None = None,
+    sum_lower=None,
 ) -> JointResult:
     """Proven lower bound (exact when ``status == "exact"``) on the worst mIoU of one image.
 
@@ -62,6 +63,11 @@ def joint_miou_min(
         inv: ``1 / L``: reassigning pixel p to class k costs ``((z_pred - z_k) * inv)**2 / 2``.
         attack_budget: the budget a reassignment must truly fit to count as an attack (default: budget),
             e.g. eps**2 without the slack, so that the attack value is never below the true worst case.
+        sum_lower: optional proven lower bounds on the sum of the ground-truth classes' IoUs of every
+            truly affordable reassignment, indexed by the number m of other classes left defined (None
+            entries: no bound); each becomes the cut ``objective >= bound`` of the m-model (only where the
+            objective is exact in integers). A cut removes no truly affordable reassignment, so the
+            optimum stays a lower bound of the true worst case, and it helps CP-SAT prove it.
     """
     from ortools.sat.python import cp_model
 
@@ -80,7 +86,8 @@ def joint_miou_min(
         ranges[c] = (gt[c], gt[c] + fp_max)
     best_bound, best_attack, status = math.inf, math.inf, "exact"
     for m in range(len(absent) + 1):
-        model, x, big = _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges)
+        cut = sum_lower[m] if sum_lower is not None and m < len(sum_lower) else None
+        model, x, big = _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges, cut)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit
         solver.parameters.num_workers = 1
@@ -122,7 +129,7 @@ def _integer_costs(cost: np.ndarray, budget: float) -> tuple[np.ndarray, int]:
     return np.floor(np.minimum(cost * scale, SOLVER_COST_RESOLUTION + 1.0)).astype(np.int64), SOLVER_COST_RESOLUTION
 
 
-def _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges):
+def _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges, cut=None):
     """The CP-SAT model of the joint mIoU with exactly ``m`` absent classes made defined.
 
     Returns:
@@ -163,7 +170,10 @@ def _model_with_m_defined(m, allowed, c_int, cap, gt, valid, target, ranges):
             model.Add(zu == inter).OnlyEnforceIf(y)
             model.Add(zu == 0).OnlyEnforceIf(y.Not())
             terms.append((big // u, zu))  # exact when big is a multiple of u, else rounded down
-    model.Minimize(sum(int(coef) * zu for coef, zu in terms))
+    objective = sum(int(coef) * zu for coef, zu in terms)
+    if cut is not None and math.isfinite(cut) and lcm <= _MAX_LCM:  # objective == big * (sum of IoUs) exactly
+        model.Add(objective >= int(math.floor(big * cut * (1.0 - 1e-9))))  # rounded towards the attacker
+    model.Minimize(objective)
     return model, x, big
 
 

@@ -126,45 +126,83 @@ def split_miou(problem, per_class_worst: np.ndarray) -> tuple[np.ndarray, np.nda
         ``(bound, exact_split)``: float64 (B, E) (NaN where no class is defined) and bool (B, E), True
         where the split minimum is exact (not only a lower bound of it).
     """
-    b_size, k_size = problem.n_images, problem.n_classes
+    b_size = problem.n_images
     n_eps = problem.budgets.shape[0]
     bound = np.full((b_size, n_eps), np.nan)
     exact = np.ones((b_size, n_eps), dtype=bool)
     for i in range(b_size):
-        for e, budget in enumerate(problem.budgets):
-            defined = ~np.isnan(per_class_worst[i, e])
-            if not defined.any():
+        for e in range(n_eps):
+            if np.isnan(per_class_worst[i, e]).all():
                 continue
-            groups = range(i * k_size, (i + 1) * k_size)
-            present = [g for g in groups if problem.union0[g] > 0]
-            absent = sorted(_cheapest_fp(problem, g) for g in groups if problem.union0[g] == 0 and defined[g % k_size])
-            steps = []
-            for g in present:
-                st = _steps_of(problem, g, float(budget))
-                if st is None:
-                    exact[i, e] = False
-                    st = _grid_steps(problem, g, float(budget))
-                steps.append(st)
-            bound[i, e], agree = _best_over_absent(steps, absent, float(budget))
-            exact[i, e] &= agree
+            steps, absent, ok = _image_steps(problem, i, e, per_class_worst)
+            bound[i, e], agree = _best_over_absent(steps, absent, float(problem.budgets[e]))
+            exact[i, e] = ok and agree
     return bound, exact
+
+
+def _image_steps(problem, i: int, e: int, per_class_worst: np.ndarray):
+    """Step functions of the present classes, sorted cheapest-FP costs of the absent ones, and exactness."""
+    k_size, budget = problem.n_classes, float(problem.budgets[e])
+    defined = ~np.isnan(per_class_worst[i, e])
+    groups = range(i * k_size, (i + 1) * k_size)
+    present = [g for g in groups if problem.union0[g] > 0]
+    absent = sorted(_cheapest_fp(problem, g) for g in groups if problem.union0[g] == 0 and defined[g % k_size])
+    steps, exact = [], True
+    for g in present:
+        st = _steps_of(problem, g, budget)
+        if st is None:
+            exact = False
+            st = _grid_steps(problem, g, budget)
+        steps.append(st)
+    return steps, absent, exact
+
+
+def present_sum_lowers(problem, i: int, e: int, per_class_worst: np.ndarray) -> list[float]:
+    """Lower bounds on the sum of the present classes' IoUs, by the number of absent classes made defined.
+
+    The split argument of :func:`split_miou` for image i at budget e: with m absent classes made defined
+    (each charged at least its cheapest false-positive cost, the m cheapest at best), the present classes
+    (in the ground truth or predicted) share what is left of ``2 eps**2``, so the sum of their IoUs is at
+    least the split minimum at that budget. Entry m of the result (m = 0 .. number of absent classes) is
+    that bound, ``inf`` when the m cheapest absent classes alone cost more than ``2 eps**2``. Used as
+    cuts by the exact joint solver.
+
+    Args:
+        problem: a ``build_iou_problem`` result.
+        i: the image.
+        e: the budget's index in ``problem.budgets``.
+        per_class_worst: float64 (B, E, K) as in :func:`split_miou`.
+
+    Returns:
+        A list of floats, non-decreasing in m.
+    """
+    steps, absent, _ = _image_steps(problem, i, e, per_class_worst)
+    total = 2.0 * float(problem.budgets[e])
+    lower, _ = _split_tables(steps, total)
+    return _by_absent(lower, absent, total)
 
 
 def _best_over_absent(steps: list, absent_costs: list, budget: float) -> tuple[float, bool]:
     """Min over m of (split minimum with ``2 budget - sum of the m cheapest absent costs``) / (n + m)."""
     total = 2.0 * budget
     lower, upper = _split_tables(steps, total)
+    lo = [v / (len(steps) + m) for m, v in enumerate(_by_absent(lower, absent_costs, total))]
+    hi = [v / (len(steps) + m) for m, v in enumerate(_by_absent(upper, absent_costs, total))]
+    return float(min(lo)), bool(min(hi) - min(lo) <= 1e-12)
+
+
+def _by_absent(table: np.ndarray, absent_costs: list, total: float) -> list[float]:
+    """``table`` at the budget left after the m cheapest absent costs, for every m (inf when negative)."""
     width = total / CELLS
-    best_lo, best_hi, spent = np.inf, np.inf, 0.0
+    out, spent = [], 0.0
     for m in range(len(absent_costs) + 1):
         spent += absent_costs[m - 1] if m else 0.0
         left = total - spent
         if left < 0:
-            break
-        cell = CELLS if width <= 0 else min(CELLS, int(np.floor(left / width)))
-        best_lo = min(best_lo, lower[cell] / (len(steps) + m))
-        best_hi = min(best_hi, upper[cell] / (len(steps) + m))
-    return float(best_lo), bool(best_hi - best_lo <= 1e-12)
+            out.append(float("inf"))
+            continue
+        out.append(float(table[CELLS if width <= 0 else min(CELLS, int(np.floor(left / width)))]))
+    return out
 
 
 def _cheapest_fp(problem, g: int) -> float:

@@ -174,3 +174,44 @@ def test_joint_miou_at_tiny_eps_is_exact_without_overflow_warnings():
         cert = joint_miou(logits, target, [1e-12], lipschitz=1.0)
     assert cert.status == "exact"
     assert cert.worst[0, 0] == pytest.approx(certify_logits(logits, [0.0], "miou", target, lipschitz=1.0).clean[0])
+
+
+@settings(max_examples=40)
+@given(tiny_problem(max_pixels=5, max_classes=4))
+def test_the_split_cuts_of_the_joint_solver_never_exceed_a_brute_force_optimum(problem):
+    """Each cut bounds the sum of ground-truth IoUs of every affordable labelling with m other classes defined."""
+    from lipcert.worst_case.costs import top2
+    from lipcert.worst_case.iou import build_iou_problem, iou_per_image
+    from lipcert.worst_case.joint import _cuts
+    from lipcert.worst_case.unit import budgets_of
+
+    logits, target, L = problem
+    t, k = target.ravel(), logits.shape[1]
+    z = torch.as_tensor(logits)
+    pred, margin = top2(z)
+    budgets = budgets_of(np.array(EPS))
+    p = build_iou_problem(
+        z.double().numpy().reshape(1, k, -1), pred.reshape(1, -1), margin.reshape(1, -1), target.reshape(1, -1),
+        L, 255, budgets,
+    )  # fmt: skip
+    worst, _, _ = iou_per_image(p)
+    valid = t != 255
+    in_gt = np.bincount(t[valid], minlength=k) > 0
+
+    def sum_and_m(lab):
+        inter = [((lab == c) & (t == c) & valid).sum() for c in range(k)]
+        union = [(((lab == c) | (t == c)) & valid).sum() for c in range(k)]
+        s = sum(inter[c] / union[c] for c in range(k) if in_gt[c])
+        return s, sum(1 for c in range(k) if not in_gt[c] and union[c] > 0)
+
+    for j, e in enumerate(EPS):
+        if not valid.any():
+            continue
+        cuts = _cuts(p, worst, 0, j, np.asarray(pred[0]).ravel(), t, valid, k)
+        for m, cut in enumerate(cuts):
+            if cut is None:
+                continue
+            best = brute_force.brute_force(
+                logits[0], e, L, lambda lab, m=m: sum_and_m(lab)[0] if sum_and_m(lab)[1] == m else np.inf
+            )
+            assert cut <= best + 1e-9  # inf when no affordable labelling has m other classes defined
