@@ -307,7 +307,7 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
     cap, budget = math.inf, None
     if fine_blocks > max(_COARSE_BLOCKS, 2 * (coarse[0] // 2 + 1) * coarse[1]):
         cap, refined = _continuous_eigenvalue(w, stride, dilation)
-        if refined > _FINE_BUDGET:  # loose cheap bounds: the fine grid would not get within budget either
+        if refined > _FINE_BUDGET or coarse == [1, 1]:  # loose cheap bounds, or a constant symbol (exact)
             return math.sqrt(cap)
         budget = _FINE_BUDGET
     value, _ = _largest_block_eigenvalue(parts, sign, out_grid, cap, budget)
