@@ -80,7 +80,9 @@ def node_facts(root: nn.Module, graph: fx.Graph, input_shape) -> dict | None:
         raise
     except Exception as exc:  # noqa: BLE001 - a probe at a guessed size may not fit the model
         if input_shape is not None:
-            raise LipschitzBoundError(f"The model does not run on an input of shape {(1, *shape)}: {exc}") from exc
+            raise LipschitzBoundError(
+                f"The model does not run on an input of shape {(1, *shape)} (check `input_shape`): {exc}"
+            ) from exc
         return None
     numels = {n: math.prod(v) for n, v in facts.shapes.items()}
     return {
