@@ -107,8 +107,9 @@ def _seed(text: str) -> int:
 def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -> None:
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
-    p.add_argument("--size", type=_count, nargs="+", default=[64], metavar=("H", "W"),
-                   help="resolution images are resized to: H W, or one value for a square")  # fmt: skip
+    p.add_argument("--size", type=_count, nargs="+", default=None, metavar=("H", "W"),
+                   help="resolution images are resized to: H W, or one value for a square (default: digits 64, "
+                        "pets 128, cityscapes native 1024x2048, no resizing)")  # fmt: skip
     p.add_argument("--lip", default="digits-lipunet", help="shipped model name or checkpoint .pt")
     p.add_argument("--twin", default="digits-twin-sigma025", help="shipped model name or checkpoint .pt")
     p.add_argument("--limit", type=_count, default=limit)
@@ -144,8 +145,9 @@ def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
     p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
     p.add_argument("--root", default=None)
-    p.add_argument("--size", type=_count, nargs="+", default=[64], metavar=("H", "W"),
-                   help="resolution images are resized to: H W, or one value for a square")  # fmt: skip
+    p.add_argument("--size", type=_count, nargs="+", default=None, metavar=("H", "W"),
+                   help="resolution images are resized to: H W, or one value for a square (default: digits 64, "
+                        "pets 128, cityscapes native 1024x2048, no resizing)")  # fmt: skip
     p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
 
 

@@ -65,8 +65,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _size(values) -> tuple[int, int]:
-    """``--size H W`` or ``--size S`` as (H, W)."""
+DEFAULT_SIZES = {"digits": (64, 64), "pets": (128, 128), "cityscapes": None}  # None: native resolution
+
+
+def _size(values, name: str) -> tuple[int, int] | None:
+    """``--size H W`` or ``--size S`` as (H, W); without it the dataset's default (Cityscapes: native)."""
+    if values is None:
+        return DEFAULT_SIZES[name]
     values = list(values) if isinstance(values, (list, tuple)) else [values]
     if len(values) not in (1, 2):
         raise LipcertError(f"--size takes H W or one value, but got {values}.")
@@ -74,19 +79,24 @@ def _size(values) -> tuple[int, int]:
 
 
 def make_dataset(name: str, split: str, n: int | None, size, seed: int, root: str | None):
-    """The dataset a command runs on (digits generated, pets and cityscapes read from ``root``)."""
+    """The dataset a command runs on (digits generated, pets and cityscapes read from ``root``).
+
+    ``size`` None: the dataset's default (digits 64, Pets 128, Cityscapes its native 1024x2048 labels:
+    l2 radii and the metric are only comparable at one resolution, see docs/training.md).
+    """
     from ..data import DigitScenes
 
-    h, w = _size(size)
+    size = _size(size, name)
     if name == "digits":
-        if h != w:
-            raise LipcertError(f"--size: the digit scenes are square, but got {h} {w}.")
-        return DigitScenes(split, size=h, n=n or 1000, seed=seed)
+        if size[0] != size[1]:
+            raise LipcertError(f"--size: the digit scenes are square, but got {size[0]} {size[1]}.")
+        return DigitScenes(split, size=size[0], n=n or 1000, seed=seed)
     from ..data import Cityscapes, OxfordIIITPet, TrainTransform
 
     if root is None:
         raise LipcertError(f"--root DIR is required for --dataset {name}.")
-    size = (h, w)
+    if split == "train" and size is None:
+        size = (1024, 2048)  # training crops need one size; native Cityscapes frames are 1024x2048
     tf = TrainTransform(size, jitter=0.5, seed=seed) if split == "train" else None
     if name == "pets":
         return OxfordIIITPet(root, split="trainval" if split == "train" else "test", size=size, transform=tf)

@@ -179,3 +179,17 @@ def test_cityscapes_label_table_is_cityscapesscripts_own():
     assert theirs == LABEL_TO_TRAIN_ID
     names = {lab.trainId: lab.name for lab in labels if lab.trainId not in (255, -1)}
     assert tuple(names[i] for i in range(19)) == CLASSES
+
+
+def test_cli_datasets_default_to_native_cityscapes_and_name_their_classes(tmp_path):
+    from lipcert.cli.inputs import make_dataset
+
+    _cityscapes_tree(tmp_path)
+    native = make_dataset("cityscapes", "test", None, None, 0, str(tmp_path))  # no --size: labels as stored
+    image, target = native[0]
+    assert tuple(image.shape[1:]) == tuple(target.shape) == (4, 6)
+    resized = make_dataset("cityscapes", "test", None, [2, 4], 0, str(tmp_path))
+    assert tuple(resized[0][1].shape) == (2, 4)
+    assert len(native.class_names) == 19 and native.class_names[0] == "road"
+    digits = make_dataset("digits", "test", 2, None, 0, None)
+    assert tuple(digits[0][0].shape) == (3, 64, 64) and digits.class_names[1] == "digit 0"
