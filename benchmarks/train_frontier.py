@@ -40,10 +40,13 @@ SETTINGS = {
     ),  # fmt: skip
     # architecture: the best loss so far on a 1.5x wider body (about 2.2x the training time)
     "wide-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
+    # twice the width (about 3x the training time: resumable over sessions)
+    "wider-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
 }
 # model fields that differ from the recipe's, per setting
 MODEL_OVERRIDES = {
     "wide-mce-tau8-k2.0": dict(widths=[[48, 2], [96, 2], [192, 2]], stem=48),
+    "wider-mce-tau8-k2.0": dict(widths=[[64, 2], [128, 2], [256, 2]], stem=64),
 }
 
 
