@@ -242,7 +242,7 @@ def audit(
         raise LipcertError("audit needs at least one (images, labels) batch.")
     first = _batch_pair(first, 0)
     if lipschitz is None:
-        L, source = lipschitz_bound(frozen, tuple(first[0].shape[1:])), "computed"
+        L, source = lipschitz_bound(frozen, tuple(first[0].shape[1:]), progress=progress), "computed"
     else:
         L, source = check_lipschitz(lipschitz), "declared"
     if attack_factory is None:

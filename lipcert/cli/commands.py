@@ -81,7 +81,8 @@ def certify_command(args: argparse.Namespace) -> int:
     from .. import CertifiedMetric, certified_radius, lipschitz_bound
 
     model, dataset, n = _model_and_test_set(args)
-    L = args.lipschitz if args.lipschitz is not None else lipschitz_bound(model, tuple(dataset[0][0].shape))
+    shape = tuple(dataset[0][0].shape)
+    L = args.lipschitz if args.lipschitz is not None else lipschitz_bound(model, shape, progress=not args.no_progress)
     source = "declared" if args.lipschitz is not None else "computed"
     ignore = getattr(dataset, "ignore_index", 255)
     accs = {

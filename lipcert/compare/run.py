@@ -80,7 +80,7 @@ def run_compare(lip_model: torch.nn.Module, twin_model: torch.nn.Module, dataset
     ignore = getattr(dataset, "ignore_index", 255)
     eps = sorted(float(e) for e in cfg.eps)
     image0, _ = dataset[0]
-    L = lipschitz_bound(lip_model, tuple(image0.shape))
+    L = lipschitz_bound(lip_model, tuple(image0.shape), progress=cfg.progress)
     device = torch.device(cfg.device)
     with eval_mode(lip_model), eval_mode(twin_model):
         lip, twin = _on_device(lip_model, device), _on_device(twin_model, device)
