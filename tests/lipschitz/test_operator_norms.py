@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lipcert.lipschitz.operator_norms import _REFINE_REL_TOL, _explicit_strided_norm, circular_strided_norm
+from lipcert.lipschitz import operator_norms
+from lipcert.lipschitz.gram_blocks import _REFINE_REL_TOL
+from lipcert.lipschitz.operator_norms import _explicit_strided_norm, circular_strided_norm
 
 
 def _dense_circular_norm(w, s, n, d):
@@ -43,12 +45,12 @@ def test_fourier_norm_equals_the_dense_operator_norm(c_out, c_in, s, d, k):
 
 @pytest.mark.parametrize("c_out,c_in,s,d,k", [(8, 2, 2, 1, 3), (8, 4, 1, 1, 3), (3, 6, 1, 2, 3), (4, 4, 2, 1, 2)])
 def test_cheap_bounds_equal_the_matrix_shifted_frobenius_bound(c_out, c_in, s, d, k):
-    from lipcert.lipschitz import operator_norms as on
+    from lipcert.lipschitz import gram_blocks as on
 
     torch.manual_seed(c_out + 10 * c_in)
     w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
     taps = w.permute(2, 3, 0, 1).reshape(k * k, c_out, c_in)
-    ti, tj = on._tap_offsets(k, k, d, d)
+    ti, tj = on.tap_offsets(k, k, d, d)
     for adjoint in [False, True] if s == 1 else [False]:
         di, dj, coef = on._autocorrelation(taps, ti, tj, adjoint)
         n = 12
@@ -79,9 +81,9 @@ def test_orthogonal_convolution_bound_is_sound_and_within_the_refinement_toleran
 
 def _grid_max_eigenvalue(w, s, d, grid):
     """max over a grid's blocks of the largest Gram eigenvalue, every block exact (no shortcuts)."""
-    from lipcert.lipschitz import operator_norms as on
+    from lipcert.lipschitz import gram_blocks as on
 
-    parts, sign, out_grid = on._gram_symbol(w, (s, s), (d, d), grid)
+    parts, sign, out_grid = on.gram_symbol(w, (s, s), (d, d), grid)
     fh, fw = torch.meshgrid(torch.arange(out_grid[0]), torch.arange(out_grid[1]), indexing="ij")
     gram = on._gram_blocks(fh.reshape(-1).double(), fw.reshape(-1).double(), parts, sign)
     return torch.linalg.eigvalsh(gram)[:, -1].max().item()
@@ -95,11 +97,11 @@ _COS_FACTOR = (1 / math.cos(math.pi / 32)) ** 2  # the two cos factors of the va
     [(6, 3, 1, 1, 3), (3, 6, 1, 2, 3), (8, 4, 2, 1, 3), (4, 4, 2, 1, 2), (4, 4, 1, 3, 3), (5, 2, 2, 2, 3)],
 )
 def test_whole_torus_bound_is_above_every_grid_and_close_to_a_fine_one(c_out, c_in, s, d, k):
-    from lipcert.lipschitz import operator_norms as on
+    from lipcert.lipschitz import gram_blocks as on
 
     torch.manual_seed(7 * c_out + c_in)
     w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
-    bound, _ = on._continuous_eigenvalue(w, (s, s), (d, d))
+    bound, _ = on.torus_eigenvalue(w, (s, s), (d, d))
     finest = 0.0
     for n in (6, 10, 16, 34, 96, 250):  # grids off and on the coarse one, divisible by the stride
         finest = _grid_max_eigenvalue(w, s, d, (n - n % s, n - n % s))
@@ -108,12 +110,11 @@ def test_whole_torus_bound_is_above_every_grid_and_close_to_a_fine_one(c_out, c_
 
 
 def test_large_grids_take_the_whole_torus_bound_and_stay_sound_and_tight():
-    from lipcert.lipschitz import operator_norms as on
 
     torch.manual_seed(3)
     w = torch.randn(16, 16, 3, 3, dtype=torch.float64)
     grid = (130, 260)  # more output frequencies than the fine-grid limit
-    assert (grid[0] // 2 + 1) * grid[1] > on._COARSE_BLOCKS
+    assert (grid[0] // 2 + 1) * grid[1] > operator_norms._COARSE_BLOCKS
     bound = circular_strided_norm(w, (1, 1), (1, 1), grid)
     exact = _grid_max_eigenvalue(w, 1, 1, grid) ** 0.5
     assert exact * (1 - 1e-12) <= bound <= exact * _COS_FACTOR**0.5 * 1.001
@@ -134,7 +135,7 @@ def _dense_power_norm(w, grid):
 
 
 def test_cholesky_level_test_proves_only_blocks_below_it():
-    from lipcert.lipschitz import operator_norms as on
+    from lipcert.lipschitz import gram_blocks as on
 
     torch.manual_seed(11)
     a = torch.randn(200, 12, 20, dtype=torch.complex128)
