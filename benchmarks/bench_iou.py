@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import lipcert
+from lipcert.metrics.states import cat_state_values
 
 
 def _data(gen, b, k, h, w):
@@ -59,11 +60,7 @@ def main(argv=None) -> None:
     cert = acc.compute()
     t_compute = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    frontier = (
-        int(sum(t.numel() for t in acc.frontier_num))
-        if isinstance(acc.frontier_num, list)
-        else int(acc.frontier_num.numel())
-    )  # stored hull points (the "cat" state of the numerators)
+    frontier = cat_state_values(acc.frontier_num).size  # stored hull points (the numerators' "cat" state)
     print(
         f"| pooled per-class IoU (Dinkelbach, exact), {args.images} images | 19x256x512 | {len(eps)} | "
         f"{t_update:.1f} (update) + {t_compute:.2f} (compute) | {rss:.0f} |"

@@ -38,6 +38,7 @@ _CONSTANT = {
     torch.flip: 1.0, "flip": 1.0, torch.roll: 1.0, "roll": 1.0, torch.rot90: 1.0,
     torch.fliplr: 1.0, torch.flipud: 1.0,
 }  # fmt: skip
+_COPIES = {"expand", "repeat", torch.broadcast_to, "broadcast_to", torch.Tensor.expand, torch.Tensor.repeat}
 _DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 _REFUSED = {
     F.softmax: "a softmax head: certify the logits instead (remove the head, or wrap the model to return "
@@ -104,19 +105,24 @@ def functional_bound(node: fx.Node, bound: float, facts) -> float | str | None:
     return None
 
 
-_COPIES = {"expand", "repeat", torch.broadcast_to, "broadcast_to", torch.Tensor.expand, torch.Tensor.repeat}
-
-
 def _copies(node: fx.Node, bound: float, facts):
     """The bound of ``expand`` / ``repeat`` / ``broadcast_to``: every element copied ``N / n`` times.
 
     Each of the n input elements appears exactly ``N / n`` times in the N outputs, so
     ``||f(x) - f(y)||^2 = (N / n) ||x - y||^2``: the factor is ``sqrt(N / n)``, exact.
     """
+    ratio = _size_ratio(node, facts)
+    if ratio is None:
+        return "a broadcast is bounded at the size it sees: pass `input_shape`"
+    return bound * math.sqrt(1.0 / ratio)
+
+
+def _size_ratio(node: fx.Node, facts) -> float | None:
+    """Elements of the node's first argument over its own (None without shapes from a run at input_shape)."""
     first = node.args[0] if node.args else None
     if facts is None or not isinstance(first, fx.Node) or first not in facts["numels"] or node not in facts["numels"]:
-        return "a broadcast is bounded at the size it sees: pass `input_shape`"
-    return bound * math.sqrt(facts["numels"][node] / max(1, facts["numels"][first]))
+        return None
+    return facts["numels"][first] / max(1, facts["numels"][node])
 
 
 def _interpolate(node: fx.Node, bound: float, facts):
@@ -165,9 +171,8 @@ def _reduction(node: fx.Node, bound: float, facts):
     Mean / sum over dimensions: each output averages (sums) n = in / out elements, so its norm is at
     most ``1 / sqrt(n)`` (``sqrt(n)``) of theirs; a broadcast back (centring) is counted where it happens.
     """
-    first = node.args[0] if node.args else None
-    if facts is None or not isinstance(first, fx.Node) or first not in facts["numels"] or node not in facts["numels"]:
+    n = _size_ratio(node, facts)
+    if n is None:
         return "a reduction is bounded at the size it sees: pass `input_shape`"
-    n = facts["numels"][first] / max(1, facts["numels"][node])
     mean = node.target in (torch.mean, "mean")
     return bound * (1.0 / math.sqrt(n) if mean else math.sqrt(n))
