@@ -12,8 +12,9 @@ from ..core.checks import check_choice, check_eps, check_ignore_index, check_lip
 from ..core.errors import LipcertError
 from ..worst_case.evaluate import evaluate_iou, evaluate_unit
 from ..worst_case.iou import dinkelbach_min_ratio, iou_frontiers, mean_over_classes
+from ..worst_case.miou_pooled import pooled_split_miou
 from ..worst_case.registry import METRICS, build_certificate, metric_spec
-from ..worst_case.unit import unit_values
+from ..worst_case.unit import budgets_of, unit_values
 from .states import cat_state_values
 
 # the keyword arguments of torchmetrics.Metric (distributed and device behaviour), passed through
@@ -28,6 +29,7 @@ METRIC_KWARGS = (
 )
 _PARTS = ("worst", "naive", "clean")
 _FRONTIER = ("frontier_num", "frontier_den", "frontier_len", "frontier_key")
+_SPLIT = ("split_tp_costs", "split_tp_prefix", "split_tp_len", "split_fp_costs", "split_fp_prefix", "split_fp_len")
 
 
 def _flat(values) -> torch.Tensor:
@@ -113,7 +115,7 @@ class CertifiedMetric(Metric):
         for part in _PARTS:
             self.add_state(f"{part}_num", default=[], dist_reduce_fx="cat", persistent=True)
             self.add_state(f"{part}_den", default=[], dist_reduce_fx="cat", persistent=True)
-        for name in _FRONTIER:
+        for name in _FRONTIER + _SPLIT:
             self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
         self.add_state("classes", default=[], dist_reduce_fx="cat", persistent=True)  # K of every batch
         self.add_state("n_images", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum",
@@ -197,6 +199,11 @@ class CertifiedMetric(Metric):
         parts = [(num, den, lens, np.full(len(lens), e * k + c)) for (e, c), (num, den, lens) in frontiers.items()]
         for name, j in zip(_FRONTIER, range(4), strict=True):
             getattr(self, name).append(_flat(np.concatenate([p[j] for p in parts])).to(self.device))
+        if self.metric == "miou":  # the pooled budget split needs every kept cost
+            tp_len, fp_len = np.diff(problem.tp_offsets), np.diff(problem.fp_offsets)
+            lists = (problem.tp_costs, problem.tp_prefix, tp_len, problem.fp_costs, problem.fp_prefix, fp_len)
+            for name, values in zip(_SPLIT, lists, strict=True):
+                getattr(self, name).append(_flat(values).to(self.device))
         return b
 
     def _value(self, name: str, shape: tuple) -> np.ndarray:
@@ -234,8 +241,11 @@ class CertifiedMetric(Metric):
         naive, clean = self._value("naive", shapes["naive"]), self._value("clean", shapes["clean"])
         if self.metric == "fnr":
             worst, naive, clean = 1.0 - worst, 1.0 - naive, 1.0 - clean
+        extras = {"n_images": np.float64(self.n_images.item())}
         if self.metric == "miou" and self.average == "micro":
-            worst, naive, clean = (mean_over_classes(v) for v in (worst, naive, clean))
+            extras["mean_of_classes"] = mean_over_classes(worst)
+            worst = self._pooled_split(k, extras["mean_of_classes"])
+            naive, clean = mean_over_classes(naive), mean_over_classes(clean)
         elif self.metric in ("pixel_accuracy", "stability"):
             worst, naive, clean = worst[..., 0], naive[..., 0], clean[..., 0]
         return build_certificate(
@@ -247,5 +257,13 @@ class CertifiedMetric(Metric):
             naive=naive,
             lipschitz=self.lipschitz,
             lipschitz_source=self.lipschitz_source,
-            extras={"n_images": np.float64(self.n_images.item())},
+            extras=extras,
         )
+
+    def _pooled_split(self, k: int, mean_of_classes: np.ndarray) -> np.ndarray:
+        """(E,) the pooled mIoU bound of the Lagrangian budget split (``worst_case.miou_pooled``)."""
+        tp_c, tp_p, tp_n, fp_c, fp_p, fp_n = (cat_state_values(getattr(self, name)) for name in _SPLIT)
+        tp = _running_sum(cat_state_values(self.clean_num), (k,)).astype(np.int64)
+        union = _running_sum(cat_state_values(self.clean_den), (k,)).astype(np.int64)
+        tp_lists, fp_lists = (tp_c, tp_p, tp_n.astype(np.int64)), (fp_c, fp_p, fp_n.astype(np.int64))
+        return pooled_split_miou(tp_lists, fp_lists, tp, union, k, budgets_of(self.eps), mean_of_classes)

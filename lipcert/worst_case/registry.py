@@ -20,7 +20,7 @@ GREEDY = "greedy on sorted costs (exact)"
 SWEEP = "two-list sweep (exact)"
 DINKELBACH = "Dinkelbach over per-image frontiers (exact)"
 SPLIT = ", budget split over classes (sound bound)"
-MEAN = ", mean over classes (sound bound)"
+LAGRANGIAN = ", budget split over classes, Lagrangian over images (sound bound)"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ REGISTRY: dict[str, MetricSpec] = {
             {
                 "none": (SWEEP + SPLIT, Status.BOUND),
                 "macro": (SWEEP + SPLIT, Status.BOUND),
-                "micro": (DINKELBACH + MEAN, Status.BOUND),
+                "micro": (DINKELBACH + LAGRANGIAN, Status.BOUND),
             },
         ),
     )

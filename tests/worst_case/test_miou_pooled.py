@@ -1,0 +1,154 @@
+"""The pooled (micro) mIoU budget split: its class minimum, its weak duality, its place between the bounds."""
+
+import itertools
+
+import brute_force
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lipcert import CertifiedMetric
+from lipcert.worst_case.evaluate import evaluate_iou
+from lipcert.worst_case.miou_pooled import ClassLists, canonical_rank, class_lists, class_minimum, dual_bound
+from lipcert.worst_case.unit import budgets_of
+
+
+def _prefixes(costs):
+    return np.concatenate([[0.0], np.cumsum(np.sort(costs))])
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_class_minimum_equals_enumeration_over_every_prefix_choice(seed):
+    rng = np.random.default_rng(seed)
+    n_images = int(rng.integers(1, 4))
+    rem = [np.sort(rng.uniform(0.0, 0.6, int(rng.integers(0, 3)))) for _ in range(n_images)]
+    add = [np.sort(rng.uniform(0.0, 0.6, int(rng.integers(0, 3)))) for _ in range(n_images)]
+    tp = sum(r.size for r in rem) + int(rng.integers(0, 2))
+    union = tp + int(rng.integers(0 if tp else 1, 3))
+    lam = rng.choice([0.0, 0.01, 0.3, 1.0, 5.0], n_images)
+    lists = ClassLists(
+        np.concatenate(rem), np.repeat(np.arange(n_images), [r.size for r in rem]),
+        np.concatenate(add), np.repeat(np.arange(n_images), [a.size for a in add]), tp, union,
+    )  # fmt: skip
+    got, spend = class_minimum(lists, lam)
+    best = np.inf
+    for a in itertools.product(*[range(r.size + 1) for r in rem]):
+        for f in itertools.product(*[range(x.size + 1) for x in add]):
+            cost = [_prefixes(rem[i])[a[i]] + _prefixes(add[i])[f[i]] for i in range(n_images)]
+            value = (tp - sum(a)) / (union + sum(f)) + float(np.dot(lam, cost))
+            best = min(best, value)
+    assert got <= best and got >= best - 1e-9
+    assert spend.shape == (n_images,) and (spend >= 0).all()
+
+
+def _tiny_dataset(rng, n_images, n_pixels, n_classes):
+    logits = rng.integers(-2, 3, size=(n_images, n_classes, 1, n_pixels)).astype(np.float64)
+    logits += rng.uniform(0.0, 0.01, size=logits.shape)  # break ties
+    target = rng.integers(0, n_classes, size=(n_images, 1, n_pixels))
+    return logits, target
+
+
+def _brute_force_pooled_miou(logits, target, eps, lipschitz):
+    """min over one affordable assignment per image of the pooled mIoU (classes with a pooled union)."""
+    k = logits.shape[1]
+    options = []
+    for i in range(logits.shape[0]):
+        t = target[i].ravel()
+        rows = set()
+        for lab in brute_force.affordable_assignments(logits[i], eps, lipschitz):
+            rows.add(tuple(int(((lab == c) & (t == c)).sum()) for c in range(k))
+                     + tuple(int(((lab == c) | (t == c)).sum()) for c in range(k)))  # fmt: skip
+        options.append(rows)
+    best = np.inf
+    for combo in itertools.product(*options):
+        total = np.sum(np.asarray(combo), axis=0)
+        inter, union = total[:k], total[k:]
+        defined = union > 0
+        best = min(best, float(np.mean(inter[defined] / union[defined])))
+    return best
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_pooled_split_lies_between_the_mean_of_classes_and_the_brute_force_optimum(seed):
+    rng = np.random.default_rng(seed)
+    logits, target = _tiny_dataset(rng, 2, 3, 3)
+    eps = [0.0, 0.5, 1.0, 2.0]
+    metric = CertifiedMetric("miou", eps, lipschitz=1.0, average="micro")
+    metric.update(torch.from_numpy(logits), torch.from_numpy(target))
+    cert = metric.compute()
+    mean_of_classes = cert.extras["mean_of_classes"]
+    for j, e in enumerate(eps):
+        exact = _brute_force_pooled_miou(logits, target, e, 1.0)
+        assert mean_of_classes[j] <= cert.worst[j] <= exact + 1e-12
+    assert cert.worst[0] == cert.clean
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_every_price_vector_gives_a_lower_bound(seed):
+    """Weak duality on its own, without the price search: any prices >= 0 give a sound bound."""
+    rng = np.random.default_rng(seed)
+    logits, target = _tiny_dataset(rng, 3, 2, 3)
+    e = float(rng.choice([0.5, 1.0, 1.5]))
+    problem, *_ = evaluate_iou(torch.from_numpy(logits), torch.from_numpy(target), np.array([e]), "miou", 1.0,
+                               None, per_image=False)  # fmt: skip
+    lens = (np.diff(problem.tp_offsets), np.diff(problem.fp_offsets))
+    tp_lists = (problem.tp_costs, problem.tp_prefix, lens[0])
+    fp_lists = (problem.fp_costs, problem.fp_prefix, lens[1])
+    tp, union = problem.tp0.reshape(3, 3).sum(0), problem.union0.reshape(3, 3).sum(0)
+    rank = canonical_rank(tp_lists, fp_lists, 3)
+    per_class = class_lists(tp_lists, fp_lists, tp, union, 3, float(budgets_of(np.array([e]))[0]), rank)
+    exact = _brute_force_pooled_miou(logits, target, e, 1.0) * len(per_class)
+    absent = int((union == 0).sum())
+    for _ in range(5):
+        bound, grad = dual_bound(per_class, rng.exponential(rng.choice([0.01, 1.0, 30.0]), 3))
+        assert bound <= exact + 1e-12 or absent  # an absent class could only lower the pooled mean
+        assert grad.shape == (3,)
+
+
+def _three_pixel_images(n_images, m=2.0):
+    logits = np.zeros((n_images, 3, 1, 3))
+    for p in range(3):
+        logits[:, p, 0, p] = m  # pixel p predicts class p with margin m to both others
+    return logits, np.tile(np.array([[[0, 1, 2]]]), (n_images, 1, 1)), m / np.sqrt(2.0)
+
+
+def test_pooled_split_is_strictly_tighter_than_the_mean_of_classes():
+    logits, target, e = _three_pixel_images(2)  # each image: one flip exactly
+    metric = CertifiedMetric("miou", [e], lipschitz=1.0, average="micro")
+    metric.update(torch.from_numpy(logits), torch.from_numpy(target))
+    cert = metric.compute()
+    assert cert.extras["mean_of_classes"][0] == 0.0  # each class alone loses both its pixels
+    exact = _brute_force_pooled_miou(logits, target, e, 1.0)
+    # the split charges at most two classes per image: at best two classes lose both TPs -> 1/3
+    assert 1 / 3 - 1e-6 <= cert.worst[0] <= exact  # the price search reaches the dual optimum 1/3
+    assert "Lagrangian" in cert.solver and str(cert.status) == "bound"
+
+
+def test_pooled_split_does_not_depend_on_image_order_or_batching():
+    rng = np.random.default_rng(3)
+    logits, target = _tiny_dataset(rng, 6, 4, 3)
+    logits = np.concatenate([logits, logits[:2]])  # identical images too
+    target = np.concatenate([target, target[:2]])
+    eps = [0.3, 0.8]
+    results = []
+    for order, batch in ((np.arange(8), 8), (rng.permutation(8), 3), (rng.permutation(8), 1)):
+        metric = CertifiedMetric("miou", eps, lipschitz=1.0, average="micro")
+        for lo in range(0, 8, batch):
+            idx = order[lo : lo + batch]
+            metric.update(torch.from_numpy(logits[idx]), torch.from_numpy(target[idx]))
+        results.append(metric.compute().worst)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+def test_absent_classes_reachable_by_a_false_positive_count_in_the_mean():
+    # class 2 is in no ground truth and no prediction; one cheap false positive makes it defined (IoU 0)
+    logits = np.array([[[[3.0, 3.0]], [[0.0, 0.0]], [[2.9, -5.0]]]])
+    target = np.array([[[0, 1]]])
+    metric = CertifiedMetric("miou", [0.1], lipschitz=1.0, average="micro")
+    metric.update(torch.from_numpy(logits), torch.from_numpy(target))
+    cert = metric.compute()
+    exact = _brute_force_pooled_miou(logits, target, 0.1, 1.0)
+    assert cert.extras["mean_of_classes"][0] <= cert.worst[0] <= exact + 1e-12
