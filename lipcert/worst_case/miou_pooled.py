@@ -29,7 +29,8 @@ import numpy as np
 UNIT_ROUNDOFF = 2.0**-53
 TINY = 2.0**-1070  # absolute slack per term: covers subnormal rounding of a cost in budget units
 SCALAR_GRID = np.concatenate([[0.0], np.geomspace(1e-6, 1e3, 37)])  # prices (budget units) of the line search
-GOLDEN_STEPS = 40  # golden-section steps of the line search between grid neighbours
+THETAS = (0.35, 0.5, 0.65, 0.8, 0.9)  # shares of a changed TP's cost charged to the class it leaves
+GOLDEN_STEPS = 30  # golden-section steps of the line search between grid neighbours
 SUBGRADIENT_STEPS = 150
 
 
@@ -45,6 +46,8 @@ class ClassLists:
         addition_image: int64 (m,) their image.
         tp: pooled clean true positives.
         union: pooled clean union (> 0).
+        removal_order: int64 (n,) the removals by ascending cost (stable).
+        addition_order: int64 (m,) the additions by ascending cost (stable).
     """
 
     removal: np.ndarray
@@ -53,6 +56,13 @@ class ClassLists:
     addition_image: np.ndarray
     tp: int
     union: int
+    removal_order: np.ndarray = None
+    addition_order: np.ndarray = None
+
+    def __post_init__(self) -> None:  # noqa: D105 - the presorted orders, unless given
+        for name in ("removal", "addition"):
+            if getattr(self, f"{name}_order") is None:
+                object.__setattr__(self, f"{name}_order", np.argsort(getattr(self, name), kind="stable"))
 
 
 def _fitting(costs, prefix, lengths, budget, n_classes, rank):
@@ -129,16 +139,19 @@ def class_lists(tp_lists, fp_lists, tp, union, n_classes: int, budget: float, ra
     return out
 
 
-def class_minimum(lists: ClassLists, lam: np.ndarray) -> tuple[float, np.ndarray]:
+def class_minimum(lists: ClassLists, lam: np.ndarray, theta: float = 0.5) -> tuple[float, np.ndarray]:
     """A lower bound on ``min_{a, f} IoU(a, f) + sum_i lam_i cost_i(a, f)`` for one class, and its spend.
+
+    ``cost_i`` charges each removal ``2 theta`` and each addition ``2 (1 - theta)`` times its cost.
 
     Args:
         lists: the class's pooled lists.
         lam: float64 (B,) non-negative prices.
+        theta: the share in (0, 1) of a changed true positive's cost charged to its old class.
 
     Returns:
-        ``(value, spend)``: the minimum minus a proven rounding slack, and float64 (B,) the cost each image
-        pays at the minimiser (for the supergradient).
+        ``(value, spend)``: the minimum minus a proven rounding slack, and float64 (B,) the charged cost
+        each image pays at the minimiser (for the supergradient).
 
     Examples:
         >>> one = ClassLists(np.array([1.0]), np.array([0]), np.array([0.5]), np.array([0]), 1, 1)
@@ -146,37 +159,46 @@ def class_minimum(lists: ClassLists, lam: np.ndarray) -> tuple[float, np.ndarray
         >>> round(value, 6), spend.tolist()
         (0.1, [1.0])
     """
-    n_images = lam.size
-    cap = lists.tp / lists.union  # the value with no attack: no useful choice is priced above it
-    w = lam[lists.removal_image] * lists.removal
-    keep_r = w <= 1.0 / lists.union
-    f = lam[lists.addition_image] * lists.addition
-    keep_a = f <= cap
-    order_r = np.argsort(w[keep_r], kind="stable")
-    order_a = np.argsort(f[keep_a], kind="stable")
-    w_sorted, f_sorted = w[keep_r][order_r], f[keep_a][order_a]
+    w = (2.0 * theta) * lam[lists.removal_image] * lists.removal
+    f = (2.0 * (1.0 - theta)) * lam[lists.addition_image] * lists.addition
+    uniform = bool(np.all(lam == lam[0])) if lam.size else True
+    rem = _cheapest_first(w, w <= 1.0 / lists.union, lists.removal_order, uniform)
+    add = _cheapest_first(f, f <= lists.tp / lists.union, lists.addition_order, uniform)  # above: no use
+    w_sorted, f_sorted = w[rem], f[add]
     added = np.concatenate([[0.0], np.cumsum(f_sorted)])
     share = 1.0 / (lists.union + np.arange(added.size))  # what one more TP is worth after f additions
     removed = np.concatenate([[0.0], np.cumsum(w_sorted)])
     count = np.searchsorted(w_sorted, share, side="right")
     total = added + share * (lists.tp - count) + removed[count]
     best = int(np.argmin(total))
-    slack = (w_sorted.size + f_sorted.size + 16) * 4.0 * UNIT_ROUNDOFF  # relative, every term >= 0
-    add_order, rem_order = np.flatnonzero(keep_a)[order_a][:best], np.flatnonzero(keep_r)[order_r][: int(count[best])]
-    spend = np.zeros(n_images)
-    np.add.at(spend, lists.addition_image[add_order], lists.addition[add_order])
-    np.add.at(spend, lists.removal_image[rem_order], lists.removal[rem_order])
-    return float(total[best]) * (1.0 - slack) - (w_sorted.size + f_sorted.size + 4) * TINY, spend
+    spend = np.zeros(lam.size)
+    np.add.at(spend, lists.addition_image[add[:best]], (2.0 * (1.0 - theta)) * lists.addition[add[:best]])
+    rem = rem[: int(count[best])]
+    np.add.at(spend, lists.removal_image[rem], (2.0 * theta) * lists.removal[rem])
+    n = w_sorted.size + f_sorted.size
+    slack = (n + 16) * 4.0 * UNIT_ROUNDOFF  # relative: every term is >= 0
+    return float(total[best]) * (1.0 - slack) - (n + 4) * TINY, spend
 
 
-def dual_bound(per_class: dict[int, ClassLists], lam: np.ndarray) -> tuple[float, np.ndarray]:
+def _cheapest_first(weights: np.ndarray, keep: np.ndarray, raw_order: np.ndarray, uniform: bool) -> np.ndarray:
+    """Indices of the kept items by ascending weight (equal prices: the presorted order of the raw costs)."""
+    if uniform:
+        return raw_order[keep[raw_order]]
+    idx = np.flatnonzero(keep)
+    return idx[np.argsort(weights[idx], kind="stable")]
+
+
+def dual_bound(per_class: dict[int, ClassLists], lam: np.ndarray, theta: float = 0.5) -> tuple[float, np.ndarray]:
     """The Lagrangian lower bound on the sum of the present classes' worst pooled IoUs, and a supergradient.
 
-    Every image's budget is 1 (costs are in budget units), so image i's constraint is ``spend_i <= 2``.
+    Every image's budget is 1 (costs are in budget units) and a changed pixel's cost is shared between
+    the class it leaves (``theta``) and the class it joins (``1 - theta``), so image i's constraint is
+    ``sum_k 2 theta A_ik + 2 (1 - theta) F_ik <= 2`` (docs/math.md).
 
     Args:
         per_class: from :func:`class_lists`.
         lam: float64 (B,) prices >= 0 (IoU per budget).
+        theta: the share in (0, 1) charged to the class a true positive leaves.
 
     Returns:
         ``(bound, supergradient)``: a sound lower bound and float64 (B,) its supergradient in lam.
@@ -188,7 +210,7 @@ def dual_bound(per_class: dict[int, ClassLists], lam: np.ndarray) -> tuple[float
     """
     total, spend = 0.0, np.zeros(lam.size)
     for lists in per_class.values():
-        value, used = class_minimum(lists, lam)
+        value, used = class_minimum(lists, lam, theta)
         total += value
         spend += used
     paid = 2.0 * math.fsum(lam.tolist()) * (1.0 + 4.0 * UNIT_ROUNDOFF)  # fsum: exactly rounded, any order
@@ -196,39 +218,38 @@ def dual_bound(per_class: dict[int, ClassLists], lam: np.ndarray) -> tuple[float
 
 
 def maximise_dual(per_class: dict[int, ClassLists], n_images: int) -> float:
-    """The best Lagrangian bound found: a scalar price line search, then projected supergradient steps.
+    """The best Lagrangian bound found: equal prices for every theta, then supergradient steps at the best.
 
     Args:
         per_class: from :func:`class_lists`.
         n_images: B.
 
     Returns:
-        A sound lower bound on the sum of the present classes' worst pooled IoUs (every price vector tried
-        gives one; the largest is returned).
+        A sound lower bound on the sum of the present classes' worst pooled IoUs (every price vector and
+        theta tried gives one; the largest is returned).
     """
-    values = [dual_bound(per_class, np.full(n_images, x))[0] for x in SCALAR_GRID.tolist()]
-    j = int(np.argmax(values))
-    best, scale = _golden_section(per_class, n_images, SCALAR_GRID[max(j - 1, 0)], SCALAR_GRID[min(j + 1, 38)])
-    best, scale = max(best, values[j]), scale or float(SCALAR_GRID[1])
-    lam = np.full(n_images, scale)
+    best, scale, theta = max(_line_search(per_class, n_images, t) + (t,) for t in THETAS)
+    lam = np.full(n_images, scale or float(SCALAR_GRID[1]))
     for step in range(SUBGRADIENT_STEPS):
-        value, grad = dual_bound(per_class, lam)
+        value, grad = dual_bound(per_class, lam, theta)
         best = max(best, value)
         norm = float(np.abs(grad).max())
         if norm == 0.0:
             break
-        lam = np.maximum(0.0, lam + 0.5 * scale / np.sqrt(step + 1.0) * grad / norm)
+        lam = np.maximum(0.0, lam + 0.5 * (scale or float(SCALAR_GRID[1])) / np.sqrt(step + 1.0) * grad / norm)
     return best
 
 
-def _golden_section(per_class, n_images: int, lo: float, hi: float) -> tuple[float, float]:
-    """Best (value, price) of the dual along equal prices on [lo, hi] (it is concave there)."""
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    best, arg = -np.inf, lo
-    a, b = float(lo), float(hi)
+def _line_search(per_class, n_images: int, theta: float) -> tuple[float, float]:
+    """Best (value, price) of the dual along equal prices: the grid, then golden sections between neighbours."""
+    values = [dual_bound(per_class, np.full(n_images, x), theta)[0] for x in SCALAR_GRID.tolist()]
+    j = int(np.argmax(values))
+    a, b = float(SCALAR_GRID[max(j - 1, 0)]), float(SCALAR_GRID[min(j + 1, SCALAR_GRID.size - 1)])
+    best, arg = values[j], float(SCALAR_GRID[j])
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0  # the dual is concave along the ray: golden section converges
     for _ in range(GOLDEN_STEPS):
         x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
-        v1, v2 = (dual_bound(per_class, np.full(n_images, x))[0] for x in (x1, x2))
+        v1, v2 = (dual_bound(per_class, np.full(n_images, x), theta)[0] for x in (x1, x2))
         for v, x in ((v1, x1), (v2, x2)):
             if v > best:
                 best, arg = v, x

@@ -27,15 +27,19 @@ def test_class_minimum_equals_enumeration_over_every_prefix_choice(seed):
     tp = sum(r.size for r in rem) + int(rng.integers(0, 2))
     union = tp + int(rng.integers(0 if tp else 1, 3))
     lam = rng.choice([0.0, 0.01, 0.3, 1.0, 5.0], n_images)
+    if rng.integers(2):
+        lam[:] = lam[0]  # equal prices: the presorted path
+    theta = float(rng.choice([0.5, rng.uniform(0.05, 0.95)]))
     lists = ClassLists(
         np.concatenate(rem), np.repeat(np.arange(n_images), [r.size for r in rem]),
         np.concatenate(add), np.repeat(np.arange(n_images), [a.size for a in add]), tp, union,
     )  # fmt: skip
-    got, spend = class_minimum(lists, lam)
+    got, spend = class_minimum(lists, lam, theta)
     best = np.inf
     for a in itertools.product(*[range(r.size + 1) for r in rem]):
         for f in itertools.product(*[range(x.size + 1) for x in add]):
-            cost = [_prefixes(rem[i])[a[i]] + _prefixes(add[i])[f[i]] for i in range(n_images)]
+            cost = [2 * theta * _prefixes(rem[i])[a[i]] + 2 * (1 - theta) * _prefixes(add[i])[f[i]]
+                    for i in range(n_images)]  # fmt: skip
             value = (tp - sum(a)) / (union + sum(f)) + float(np.dot(lam, cost))
             best = min(best, value)
     assert got <= best and got >= best - 1e-9
@@ -103,7 +107,8 @@ def test_every_price_vector_gives_a_lower_bound(seed):
     exact = _brute_force_pooled_miou(logits, target, e, 1.0) * len(per_class)
     absent = int((union == 0).sum())
     for _ in range(5):
-        bound, grad = dual_bound(per_class, rng.exponential(rng.choice([0.01, 1.0, 30.0]), 3))
+        theta = float(rng.uniform(0.05, 0.95))
+        bound, grad = dual_bound(per_class, rng.exponential(rng.choice([0.01, 1.0, 30.0]), 3), theta)
         assert bound <= exact + 1e-12 or absent  # an absent class could only lower the pooled mean
         assert grad.shape == (3,)
 
