@@ -1,6 +1,7 @@
 """Train the certified-training settings of the digits frontier, one after the other (resumable).
 
-Each setting is the ``digits-lipunet`` recipe with other loss settings; checkpoints go to
+Each setting is the ``digits-lipunet-tau16`` recipe (the first shipped model) with other loss settings
+and, for the last two, a wider body (the widest is what ``digits-lipunet`` now ships); checkpoints go to
 ``OUT/<name>.pt`` with the training log beside them. Evaluate them with ``frontier_eval.py``.
 
     python benchmarks/train_frontier.py --out runs/frontier --epochs 30 --threads 1
@@ -65,7 +66,7 @@ def main() -> None:
         path = os.path.join(args.out, f"{name}.pt")
         if os.path.exists(path):
             continue
-        recipe = get_recipe("digits-lipunet", epochs=args.epochs, eval_every=0, **options)
+        recipe = get_recipe("digits-lipunet-tau16", epochs=args.epochs, eval_every=0, **options)
         data = recipe["data"]
         torch.manual_seed(recipe["train"].seed)
         model = build_model({**recipe["model"], **MODEL_OVERRIDES.get(name, {})})

@@ -11,17 +11,39 @@ _DIGIT_BODY = dict(
     arch="LipUNet",
     num_classes=11,
     in_channels=3,
-    widths=[[32, 2], [64, 2], [128, 2]],
-    stem=32,
+    widths=[[64, 2], [128, 2], [256, 2]],
+    stem=64,
     mean=[0.5, 0.5, 0.5],
     std=[1.0, 1.0, 1.0],
 )
+_NARROW_BODY = dict(_DIGIT_BODY, widths=[[32, 2], [64, 2], [128, 2]], stem=32)  # the first shipped model's
 _BACKGROUND_WEIGHT = [0.1] + [1.0] * 10
 
 RECIPES: dict[str, dict] = {
     # 1-Lipschitz body after an explicit input gain of 8: the model is 8-Lipschitz (L computed, not assumed).
+    # margin_ce (tau 8, kappa 2 logits after 5 warm-up epochs) on a body of 64/128/256 channels: the best
+    # point of the certified-training frontier (docs/training.md)
     "digits-lipunet": dict(
         model=dict(_DIGIT_BODY, gain=8.0, parametrization="aoc"),
+        data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
+        train=TrainConfig(
+            epochs=30,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=0.0,
+            loss="margin_ce",
+            tau=8.0,
+            margin=2.0,
+            margin_warmup=5,
+            class_weights=_BACKGROUND_WEIGHT,
+            monitor_eps=0.25,
+            eval_every=0,
+            seed=0,
+        ),
+    ),
+    # the first shipped model (TauCE tau 16 on the 32/64/128 body): the base of the frontier's settings
+    "digits-lipunet-tau16": dict(
+        model=dict(_NARROW_BODY, gain=8.0, parametrization="aoc"),
         data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
         train=TrainConfig(
             epochs=40,
@@ -36,7 +58,8 @@ RECIPES: dict[str, dict] = {
             seed=0,
         ),
     ),
-    # The unconstrained twin (Conv2d + ReLU + BatchNorm2d), Gaussian-noise trained for SegCertify.
+    # The unconstrained twin of digits-lipunet's topology (Conv2d + ReLU + BatchNorm2d), Gaussian-noise
+    # trained for SegCertify.
     "digits-twin-sigma025": dict(
         model=dict(_DIGIT_BODY, gain=1.0, parametrization="plain"),
         data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
