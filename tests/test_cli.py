@@ -142,6 +142,7 @@ def test_certify_cli_prints_macro_and_micro_and_q2(tiny_models, tmp_path, capsys
     assert "Q2 pixel_accuracy" in text and "| metric | average | status | clean |" in text
     data = json.loads((tmp_path / "certify.json").read_text())
     assert data["lipschitz_source"] == "computed" and data["n_images"] == 3
+    assert {m["lipschitz_source"] for m in data["metrics"].values()} == {"computed"}  # every certificate says so
 
 
 def test_checkpoint_round_trip_matches_the_parametrised_model(tiny_models):

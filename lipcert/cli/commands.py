@@ -86,7 +86,7 @@ def certify_command(args: argparse.Namespace) -> int:
     source = "declared" if args.lipschitz is not None else "computed"
     ignore = getattr(dataset, "ignore_index", 255)
     accs = {
-        (m, avg): CertifiedMetric(m, args.eps, lipschitz=L, ignore_index=ignore, average=avg)
+        (m, avg): CertifiedMetric(m, args.eps, lipschitz=L, ignore_index=ignore, average=avg, lipschitz_source=source)
         for m in args.metric
         for avg in ("macro", "micro")
     }
