@@ -61,7 +61,7 @@ def main() -> None:
         rows[Path(path).stem] = evaluate(model, args.n) | {"options": model.meta.get("options", {})}
     lines = [
         f"| setting | clean pooled mIoU | cert. pixel acc (macro) @{EPS[0]} / @{EPS[1]} | cert. digit recall "
-        f"(micro, mean of 10) @{EPS[0]} / @{EPS[1]} | cert. pooled mIoU (micro, mean of classes) @{EPS[0]} | "
+        f"(micro, mean of 10) @{EPS[0]} / @{EPS[1]} | cert. pooled mIoU (micro, pooled budget split) @{EPS[0]} | "
         f"cert. mIoU (macro, budget split) @{EPS[0]} |",
         "|---|---|---|---|---|---|",
     ]

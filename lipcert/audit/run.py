@@ -69,7 +69,7 @@ _LABELS = {
     "pixel_accuracy": "pixel accuracy",
     "recall": "recall (mean of classes; FNR = 1 - recall)",
     "iou": "per-class IoU (mean of classes)",
-    "miou": "mIoU (macro: budget split; micro: mean of classes)",
+    "miou": "mIoU (macro: budget split per image; micro: pooled budget split)",
 }
 
 

@@ -72,7 +72,7 @@ def _lipschitz_row(lip: dict, j: int, e: float) -> str:
         f" | {_f(lip['certified_pixel_accuracy_joint']['micro'][j])} | "
         f"{_f(lip['certified_pixel_accuracy_per_pixel']['macro'][j])} | 0 (none) | "
         f"{_f(lip['worst_miou_bound']['macro'][j])} (sound bound, budget split) | "
-        f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound, mean of classes) | - | "
+        f"{_f(lip['worst_miou_bound']['micro'][j])} (sound bound, pooled budget split) | - | "
         f"{_f(fg[j]) if fg else 'n/a'} |"
     )
 
