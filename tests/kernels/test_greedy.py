@@ -106,3 +106,28 @@ def test_zero_and_unsorted_radii(eps):
     target = rng.choice([0, 1, 2, 255], size=(2, 50)).astype(np.int64)
     _both(logits, target, False, True, 1.0, np.array(eps))
     _both(logits, target, True, True, 1.0, np.array(eps), complement=True)
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_pass_two_split_over_threads_equals_the_per_image_pass(seed):
+    """One large image with several groups is split over the threads; with one thread it is not."""
+    import numba
+
+    rng = np.random.default_rng(seed)
+    b, k, n = int(rng.integers(1, 3)), int(rng.integers(2, 12)), int(rng.choice([300, 9000]))
+    logits = rng.normal(size=(b, k, n)) * rng.choice([0.01, 1.0, 3.0])
+    target = np.where(rng.random((b, n)) < 0.8, logits.argmax(1), rng.integers(0, k, (b, n)))
+    budgets = np.sort(rng.uniform(0.0, 2.0, int(rng.integers(1, 70))))
+    got = unit_candidates(logits, target, 255, True, True, 1.0, float(budgets.max()))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)  # images in parallel (here: one after the other), each serially
+        serial = grouped_flip_counts(*got[1:5], b, k, budgets, float(budgets.max()))
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        split = grouped_flip_counts(*got[1:5], b, k, budgets, float(budgets.max()))
+    finally:
+        numba.set_num_threads(before)
+    ans = reference.unit_answers(logits, target, 255, True, True, 1.0, budgets)
+    for x, y, key in zip(serial, split, ("joint", "single"), strict=True):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, ans[key])
