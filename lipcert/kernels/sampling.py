@@ -39,13 +39,24 @@ def mode_and_count(samples, n0, n_classes):
                     votes[p - lo, c] += 1
                 else:
                     bad[job] = True
+        local = np.empty(hi - lo, dtype=samples.dtype)  # the block's modes in the samples' own dtype
         for p in range(lo, hi):
             best, arg = -1, 0
             for c in range(n_classes):
                 if votes[p - lo, c] > best:
                     best, arg = votes[p - lo, c], c
             mode[p] = arg
-        for s in range(n0, s_size):
-            for p in range(lo, hi):
-                count[p] += samples[s, p] == mode[p]
+            local[p - lo] = arg
+        hits = np.zeros(hi - lo, dtype=np.int32)  # same-width compare and a narrow sum: vectorises
+        for first in range(n0, s_size, _ROWS_PER_SUM):  # int32 sums of at most 2**30 rows, added to int64
+            hits[:] = 0
+            for s in range(first, min(s_size, first + _ROWS_PER_SUM)):
+                row = samples[s, lo:hi]
+                for i in range(hi - lo):
+                    hits[i] += np.int32(row[i] == local[i])
+            for i in range(hi - lo):
+                count[lo + i] += hits[i]
     return mode, count, not bad.any()
+
+
+_ROWS_PER_SUM = 2**30
