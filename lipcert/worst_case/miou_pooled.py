@@ -32,6 +32,7 @@ SCALAR_GRID = np.concatenate([[0.0], np.geomspace(1e-6, 1e3, 37)])  # prices (bu
 THETAS = (0.35, 0.5, 0.65, 0.8, 0.9)  # shares of a changed TP's cost charged to the class it leaves
 GOLDEN_STEPS = 30  # golden-section steps of the line search between grid neighbours
 SUBGRADIENT_STEPS = 150
+WORK = 10**8  # cost visits per radius the price search may spend (see search_plan)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,29 @@ def dual_bound(per_class: dict[int, ClassLists], lam: np.ndarray, theta: float =
     return total - paid, spend - 2.0
 
 
+def search_plan(n_items: int) -> tuple[tuple[float, ...], int, int]:
+    """How much price search a radius gets: ``(thetas, golden steps, supergradient steps)``.
+
+    Every evaluation of the dual visits every kept cost once; the search is sized so that a radius costs
+    at most about ``WORK`` cost visits (deterministic, unlike a time limit, so every process computes the
+    same bound), never less than one theta's line search. Less search gives a bound that is as sound and
+    possibly lower (never below the mean of classes, which the caller keeps).
+
+    Examples:
+        >>> search_plan(1000)  # a small dataset: the full search
+        ((0.35, 0.5, 0.65, 0.8, 0.9), 30, 150)
+        >>> search_plan(10**8)  # a large one: one theta, a short line search
+        ((0.65,), 10, 0)
+    """
+    evals = WORK // max(n_items, 1)
+    line = SCALAR_GRID.size + 2 * GOLDEN_STEPS
+    if evals >= len(THETAS) * line + SUBGRADIENT_STEPS:
+        return THETAS, GOLDEN_STEPS, SUBGRADIENT_STEPS
+    if evals >= 2 * line:
+        return (0.65, 0.8), GOLDEN_STEPS, int(min(SUBGRADIENT_STEPS, evals - 2 * line))
+    return (0.65,), 10, 0
+
+
 def maximise_dual(per_class: dict[int, ClassLists], n_images: int) -> float:
     """The best Lagrangian bound found: equal prices for every theta, then supergradient steps at the best.
 
@@ -226,28 +250,31 @@ def maximise_dual(per_class: dict[int, ClassLists], n_images: int) -> float:
 
     Returns:
         A sound lower bound on the sum of the present classes' worst pooled IoUs (every price vector and
-        theta tried gives one; the largest is returned).
+        theta tried gives one; the largest is returned). The search is sized by :func:`search_plan`.
     """
-    best, scale, theta = max(_line_search(per_class, n_images, t) + (t,) for t in THETAS)
-    lam = np.full(n_images, scale or float(SCALAR_GRID[1]))
-    for step in range(SUBGRADIENT_STEPS):
+    n_items = sum(c.removal.size + c.addition.size for c in per_class.values())
+    thetas, golden, steps = search_plan(n_items)
+    best, scale, theta = max(_line_search(per_class, n_images, t, golden) + (t,) for t in thetas)
+    scale = scale or float(SCALAR_GRID[1])
+    lam = np.full(n_images, scale)
+    for step in range(steps):
         value, grad = dual_bound(per_class, lam, theta)
         best = max(best, value)
         norm = float(np.abs(grad).max())
         if norm == 0.0:
             break
-        lam = np.maximum(0.0, lam + 0.5 * (scale or float(SCALAR_GRID[1])) / np.sqrt(step + 1.0) * grad / norm)
+        lam = np.maximum(0.0, lam + 0.5 * scale / np.sqrt(step + 1.0) * grad / norm)
     return best
 
 
-def _line_search(per_class, n_images: int, theta: float) -> tuple[float, float]:
+def _line_search(per_class, n_images: int, theta: float, golden: int) -> tuple[float, float]:
     """Best (value, price) of the dual along equal prices: the grid, then golden sections between neighbours."""
     values = [dual_bound(per_class, np.full(n_images, x), theta)[0] for x in SCALAR_GRID.tolist()]
     j = int(np.argmax(values))
     a, b = float(SCALAR_GRID[max(j - 1, 0)]), float(SCALAR_GRID[min(j + 1, SCALAR_GRID.size - 1)])
     best, arg = values[j], float(SCALAR_GRID[j])
     ratio = (np.sqrt(5.0) - 1.0) / 2.0  # the dual is concave along the ray: golden section converges
-    for _ in range(GOLDEN_STEPS):
+    for _ in range(golden):
         x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
         v1, v2 = (dual_bound(per_class, np.full(n_images, x), theta)[0] for x in (x1, x2))
         for v, x in ((v1, x1), (v2, x2)):
