@@ -157,3 +157,21 @@ def test_absent_classes_reachable_by_a_false_positive_count_in_the_mean():
     cert = metric.compute()
     exact = _brute_force_pooled_miou(logits, target, 0.1, 1.0)
     assert cert.extras["mean_of_classes"][0] <= cert.worst[0] <= exact + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-1e40, 1e40, allow_nan=False), min_size=12, max_size=12),
+    st.sampled_from([1e-100, 1e-30, 0.3, 1e30, 1e100]),
+    st.sampled_from([1e-40, 1e-12, 1.0, 1e12, 1e40]),
+)
+def test_the_ends_of_float64_give_a_bound_between_the_mean_of_classes_and_the_clean_value(values, e, L):
+    logits = np.array(values, dtype=np.float64).reshape(2, 3, 1, 2)  # two images, three classes
+    target = np.array([[[0, 1]], [[2, 2]]])
+    metric = CertifiedMetric("miou", [0.0, e], lipschitz=L, average="micro")
+    metric.update(torch.from_numpy(logits), torch.from_numpy(target))
+    cert = metric.compute()
+    floor = cert.extras["mean_of_classes"]
+    assert np.all(np.isfinite(cert.worst)) and np.all(floor <= cert.worst) and np.all(cert.worst <= cert.clean)
+    if np.all(np.diff(np.sort(logits, axis=1), axis=1)[:, -1] > 0):  # no tie for the top class: eps 0 is clean
+        assert cert.worst[0] == cert.clean
