@@ -5,7 +5,8 @@ check that both give identical numbers. Segments ("CSR" layout): group ``g`` own
 ``values[offsets[g]:offsets[g + 1]]``.
 """
 
-from .greedy import grouped_flip_counts, unit_candidates, unit_certificate
+from .flip_counts import grouped_flip_counts
+from .greedy import unit_candidates, unit_certificate
 from .iou import iou_hulls, iou_worst
 from .iou_costs import iou_costs
 from .knapsack import dantzig_bound

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..core.config import NUMBA_FLAGS
-from .greedy import bin_of, bin_scale
+from .bins import bin_of, bin_scale
 from .margins import pair_cost
 
 
