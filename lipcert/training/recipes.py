@@ -19,50 +19,41 @@ _DIGIT_BODY = dict(
 _NARROW_BODY = dict(_DIGIT_BODY, widths=[[32, 2], [64, 2], [128, 2]], stem=32)  # the first shipped model's
 _BACKGROUND_WEIGHT = [0.1] + [1.0] * 10
 
+_DIGITS_DATA = dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0)
+# the first shipped model (TauCE tau 16 on the 32/64/128 body): the base of the frontier's settings
+_TAU16_TRAIN = TrainConfig(
+    epochs=40,
+    batch_size=32,
+    lr=3e-3,
+    weight_decay=0.0,
+    loss="tau_ce",
+    tau=16.0,
+    class_weights=_BACKGROUND_WEIGHT,
+    monitor_eps=0.25,
+    eval_every=10,
+    seed=0,
+)
+
 RECIPES: dict[str, dict] = {
     # 1-Lipschitz body after an explicit input gain of 8: the model is 8-Lipschitz (L computed, not assumed).
     # margin_ce (tau 8, kappa 2 logits after 5 warm-up epochs) on a body of 64/128/256 channels: the best
-    # point of the certified-training frontier (docs/training.md)
+    # point of the certified-training frontier (docs/training.md), i.e. the first model's schedule with the
+    # frontier's loss and length
     "digits-lipunet": dict(
         model=dict(_DIGIT_BODY, gain=8.0, parametrization="aoc"),
-        data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
-        train=TrainConfig(
-            epochs=30,
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=0.0,
-            loss="margin_ce",
-            tau=8.0,
-            margin=2.0,
-            margin_warmup=5,
-            class_weights=_BACKGROUND_WEIGHT,
-            monitor_eps=0.25,
-            eval_every=0,
-            seed=0,
-        ),
+        data=dict(_DIGITS_DATA),
+        train=replace(_TAU16_TRAIN, epochs=30, loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5, eval_every=0),
     ),
-    # the first shipped model (TauCE tau 16 on the 32/64/128 body): the base of the frontier's settings
     "digits-lipunet-tau16": dict(
         model=dict(_NARROW_BODY, gain=8.0, parametrization="aoc"),
-        data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
-        train=TrainConfig(
-            epochs=40,
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=0.0,
-            loss="tau_ce",
-            tau=16.0,
-            class_weights=_BACKGROUND_WEIGHT,
-            monitor_eps=0.25,
-            eval_every=10,
-            seed=0,
-        ),
+        data=dict(_DIGITS_DATA),
+        train=_TAU16_TRAIN,
     ),
     # The unconstrained twin of digits-lipunet's topology (Conv2d + ReLU + BatchNorm2d), Gaussian-noise
     # trained for SegCertify.
     "digits-twin-sigma025": dict(
         model=dict(_DIGIT_BODY, gain=1.0, parametrization="plain"),
-        data=dict(dataset="digits", n_train=4000, n_eval=200, size=64, seed=0),
+        data=dict(_DIGITS_DATA),
         train=TrainConfig(
             epochs=15,
             batch_size=32,

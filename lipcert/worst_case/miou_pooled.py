@@ -318,13 +318,19 @@ def pooled_split_miou(tp_lists, fp_lists, tp, union, n_classes: int, budgets, me
         if np.isnan(out[e]) or budget <= 0.0 or n_images == 0:
             continue
         per_class = class_lists(tp_lists, fp_lists, tp, union, n_classes, budget, rank)
-        absent = _reachable_absent(fp_lists, union, n_classes, budget, rank)
+        absent = _reachable_absent(fp_lists, union, n_classes, budget)
         out[e] = max(out[e], maximise_dual(per_class, n_images) / (len(per_class) + absent))
     return out
 
 
-def _reachable_absent(fp_lists, union, n_classes: int, budget: float, rank) -> int:
-    """How many classes absent from the whole dataset an affordable false positive can make defined."""
-    _, _, cls = _fitting(*fp_lists, budget, n_classes, rank)
+def _reachable_absent(fp_lists, union, n_classes: int, budget: float) -> int:
+    """How many classes absent from the whole dataset an affordable false positive can make defined.
+
+    A class is reachable when the cheapest FP cost of some (image, class) group fits: each group's first.
+    """
+    _, prefix, lengths = fp_lists
+    starts = np.cumsum(lengths) - lengths
+    nonempty = lengths > 0
+    reachable = np.flatnonzero(nonempty)[prefix[starts[nonempty]] <= budget] % n_classes
     absent = np.asarray(union) == 0
-    return int(np.sum(absent & np.isin(np.arange(n_classes), cls)))
+    return int(np.sum(absent & np.isin(np.arange(n_classes), reachable)))
