@@ -54,19 +54,7 @@ RECIPES: dict[str, dict] = {
     "digits-twin-sigma025": dict(
         model=dict(_DIGIT_BODY, gain=1.0, parametrization="plain"),
         data=dict(_DIGITS_DATA),
-        train=TrainConfig(
-            epochs=15,
-            batch_size=32,
-            lr=3e-3,
-            weight_decay=1e-4,
-            loss="tau_ce",
-            tau=1.0,
-            class_weights=_BACKGROUND_WEIGHT,
-            noise_sigma=0.25,
-            monitor_eps=0.25,
-            eval_every=5,
-            seed=0,
-        ),
+        train=replace(_TAU16_TRAIN, epochs=15, weight_decay=1e-4, tau=1.0, noise_sigma=0.25, eval_every=5),
     ),
 }
 
