@@ -166,6 +166,24 @@ def test_version_and_defaults_in_help(capsys):
     assert "(default: digits)" in text and "(default: lipcert_out/certify)" in text
 
 
+def test_every_option_of_every_command_says_what_it_does():
+    """No bare option in --help: each has a help text beyond its default, and the description is for users."""
+    import argparse
+
+    from lipcert.cli.arguments import build_parser
+
+    parser = build_parser()
+    assert "``" not in parser.description and "pixel units" in parser.description
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"demo", "compare", "certify", "audit", "train"}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = (action.help or "").replace("(default: %(default)s)", "").strip()
+            assert text, f"lipcert {name} {action.option_strings}: no help text"
+
+
 def test_a_model_whose_class_count_differs_from_the_dataset_is_refused(tmp_path, capsys):
     torch.manual_seed(0)
     net = LipUNet(num_classes=3, in_channels=3, widths=[(8, 1)], stem=8, gain=8.0)

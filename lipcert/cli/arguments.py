@@ -36,6 +36,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lipcert: error: {message}\n")
 
 
+_DESCRIPTION = (
+    "Certify semantic segmentation models against l2 input perturbations from one forward pass "
+    "(Lipschitz certificates), compare them with SegCertify (randomized smoothing) and audit them "
+    "with attacks. Radii eps are l2 norms in [0,1] pixel units."
+)
+_EPS = "l2 radii in [0,1] pixel units"
+_LIMIT = "use only the first LIMIT images of the split"
+_SEED = "seed of the generated digit scenes and of every random draw (SegCertify's noise, attack starts)"
+_THREADS = "torch and numba threads for this run (default: torch's)"
+_NO_PROGRESS = "no progress bars"
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -104,18 +116,24 @@ def _seed(text: str) -> int:
     return value
 
 
-def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -> None:
-    p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
-    p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits",
+                   help="digits: the embedded scenes (no files needed); pets / cityscapes read --root")  # fmt: skip
+    p.add_argument("--root", default=None, help="dataset folder (pets / cityscapes; layouts: docs/tutorials/train.md)")
     p.add_argument("--size", type=_count, nargs="+", default=None, metavar=("H", "W"),
                    help="resolution images are resized to: H W, or one value for a square (default: digits 64, "
                         "pets 128, cityscapes native 1024x2048, no resizing)")  # fmt: skip
-    p.add_argument("--lip", default="digits-lipunet", help="shipped model name or checkpoint .pt")
-    p.add_argument("--twin", default="digits-twin-sigma025", help="shipped model name or checkpoint .pt")
-    p.add_argument("--limit", type=_count, default=limit)
-    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
-    p.add_argument("--sigma", type=_positive, nargs="+", default=[0.25])
-    p.add_argument("--n0", type=_count, nargs="+", default=[10])
+
+
+def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -> None:
+    _add_dataset_args(p)
+    p.add_argument("--lip", default="digits-lipunet", help="the Lipschitz model: shipped name or checkpoint .pt")
+    p.add_argument("--twin", default="digits-twin-sigma025",
+                   help="the noise-trained model SegCertify smooths: shipped name or checkpoint .pt")  # fmt: skip
+    p.add_argument("--limit", type=_count, default=limit, help=_LIMIT if limit else f"{_LIMIT} (default: all)")
+    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5], help=_EPS)
+    p.add_argument("--sigma", type=_positive, nargs="+", default=[0.25], help="SegCertify noise levels sigma (l2)")
+    p.add_argument("--n0", type=_count, nargs="+", default=[10], help="SegCertify samples n0 for the class guess")
     p.add_argument(
         "--n",
         "--num-samples",
@@ -125,12 +143,13 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -
         default=[100],
         help="SegCertify samples n (under torchrun spell it --num-samples: torchrun reads --n as its own option)",
     )
-    p.add_argument("--alpha", type=_probability, default=0.001)
+    p.add_argument("--alpha", type=_probability, default=0.001,
+                   help="SegCertify's family-wise error rate per image (Holm correction)")  # fmt: skip
     p.add_argument("--out", default=out, help="output folder")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--threads", type=_count, default=None)
+    p.add_argument("--seed", type=_seed, default=0, help=_SEED)
+    p.add_argument("--threads", type=_count, default=None, help=_THREADS)
     p.add_argument("--device", default="cpu", help="where both networks run, e.g. cuda (timings synchronise)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     p.add_argument(
         "--overhead-size",
         type=int,
@@ -143,28 +162,24 @@ def _add_compare_args(p: argparse.ArgumentParser, limit: int | None, out: str) -
 
 def _add_model_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="shipped model name or checkpoint .pt")
-    p.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default="digits")
-    p.add_argument("--root", default=None)
-    p.add_argument("--size", type=_count, nargs="+", default=None, metavar=("H", "W"),
-                   help="resolution images are resized to: H W, or one value for a square (default: digits 64, "
-                        "pets 128, cityscapes native 1024x2048, no resizing)")  # fmt: skip
-    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5])
+    _add_dataset_args(p)
+    p.add_argument("--eps", type=_radius, nargs="+", default=[0.1, 0.25, 0.5], help=_EPS)
 
 
 def _add_run_args(p: argparse.ArgumentParser, limit: int | None, batch_size: int, out: str) -> None:
     p.add_argument("--lipschitz", type=_lipschitz, default=None, help="declare L instead of computing it")
-    p.add_argument("--limit", type=_count, default=limit)
-    p.add_argument("--batch-size", type=_count, default=batch_size)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--limit", type=_count, default=limit, help=_LIMIT if limit else f"{_LIMIT} (default: all)")
+    p.add_argument("--batch-size", type=_count, default=batch_size, help="images per forward pass")
+    p.add_argument("--seed", type=_seed, default=0, help=_SEED)
     p.add_argument("--out", default=out, help="output folder")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lipcert`` argument parser with every command."""
     from .. import __version__
 
-    parser = _Parser(prog="lipcert", description=__doc__, formatter_class=_Help)
+    parser = _Parser(prog="lipcert", description=_DESCRIPTION, formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"lipcert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = {"formatter_class": _Help}
@@ -181,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["pixel_accuracy", "miou"],
         choices=METRICS,
+        help="metrics to certify (each macro and micro)",
     )
     ce.add_argument("--level", type=_level, nargs="*", default=[0.5], help="Q2 levels (unit-value metrics)")
     _add_run_args(ce, limit=None, batch_size=16, out="lipcert_out/certify")
@@ -195,13 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model from a named recipe", **fmt)
     tr.add_argument("--recipe", required=True, help="e.g. digits-lipunet, digits-twin-sigma025")
     tr.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    tr.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default=None)
+    tr.add_argument("--dataset", choices=["digits", "pets", "cityscapes"], default=None,
+                    help="(default: the recipe's)")  # fmt: skip
     tr.add_argument("--root", default=None, help="dataset folder (pets / cityscapes)")
-    tr.add_argument("--epochs", type=_count, default=None)
-    tr.add_argument("--n-train", type=_count, default=None)
-    tr.add_argument("--seed", type=_seed, default=None)
-    tr.add_argument("--threads", type=_count, default=None)
-    tr.add_argument("--resume", action="store_true")
-    tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--epochs", type=_count, default=None, help="(default: the recipe's)")
+    tr.add_argument("--n-train", type=_count, default=None, help="training images (default: the recipe's)")
+    tr.add_argument("--seed", type=_seed, default=None, help="(default: the recipe's)")
+    tr.add_argument("--threads", type=_count, default=None, help=_THREADS)
+    tr.add_argument("--resume", action="store_true", help="continue from OUT's training state if it exists")
+    tr.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     tr.set_defaults(func=train_command)
     return parser
