@@ -59,7 +59,9 @@ def test_compare_on_a_tiny_setting_writes_every_output(tiny_models, tmp_path, ca
     text = capsys.readouterr().out
     assert "(macro)" in text and "(micro)" in text and "unreachable" in text
     res = json.loads((out / "results.json").read_text())
-    assert set(res["ratios"]) >= {"overhead", "speedup_vs_segcertify", "curve_64_vs_1"}
+    assert set(res["ratios"]) >= {"overhead", "speedup_vs_segcertify", "curve_64_vs_1", "curve_64_vs_1_quartiles"}
+    q = res["ratios"]["curve_64_vs_1_certification_only_quartiles"]
+    assert 0 < q[0] <= q[1]
     assert res["n_images"] == 2 and res["segcertify"][0]["forward_passes_per_image"] == 22
     assert res["timing"]["samples"] == CompareConfig().timing_repeats  # the one (short) batch, every repeat
     rows = res["segcertify"][0]["results"]

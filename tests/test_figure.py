@@ -44,12 +44,13 @@ def test_figure_has_every_panel_both_files_at_column_width_and_marks_unreachable
     out = comparison_figure(_result(), tmp_path / "figure")
     assert out["panels"] == [
         "(a)", "(b)", "(c) image", "ground truth", "Lipschitz prediction", "SegCertify, $\\varepsilon$=0.1",
-        "certified radius",
+        "Lipschitz radius",
     ]  # fmt: skip
     assert open(out["pdf"], "rb").read(5) == b"%PDF-"
     width, height = Image.open(out["png"]).size
     assert width == pytest.approx(WIDTH_IN * 300, abs=2) and height > width
     assert out["unreachable_marked"] == [0.5]  # drawn, not a line that silently stops
+    assert out["legends_clear_of_data"]  # no curve hidden behind a legend
 
 
 def test_figure_without_unreachable_radii_marks_none(tmp_path):

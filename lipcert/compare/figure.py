@@ -3,7 +3,9 @@
 Column width (3.5 in), 7 pt fonts. (a) certified pixel accuracy and (b) worst-case mIoU against eps for
 both methods, clean values at eps = 0, unreachable radii marked; (c) one scene: image, ground truth,
 Lipschitz prediction, SegCertify's certified map (abstained pixels grey) and the per-pixel certified
-radius, one class legend shared by every label panel. Written as PDF (vector) and PNG.
+radius of the Lipschitz certificate, one class legend shared by every label panel. Legends sit
+below the curves (never over data); a radius SegCertify cannot certify is a dotted vertical line.
+Written as PDF (vector) and PNG.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def comparison_figure(res: dict, stem) -> dict:
         stem: path without suffix; its folder must exist.
 
     Returns:
-        ``{"pdf": path, "png": path, "panels": [titles of the panels], "unreachable_marked": [eps]}``.
+        ``{"pdf": path, "png": path, "panels": [titles of the panels], "unreachable_marked": [eps],
+        "legends_clear_of_data": bool}`` (True when no legend box overlaps the plotting area of its panel).
 
     Examples:
         >>> comparison_figure.__name__
@@ -37,22 +40,23 @@ def comparison_figure(res: dict, stem) -> dict:
     import matplotlib.pyplot as plt
 
     with plt.rc_context({"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 5.5, "axes.linewidth": 0.6}):
-        fig = plt.figure(figsize=(WIDTH_IN, 4.4), layout="constrained")
-        grid = fig.add_gridspec(3, 3, height_ratios=[1.45, 1.0, 1.0])
+        fig = plt.figure(figsize=(WIDTH_IN, 5.2), layout="constrained")
+        grid = fig.add_gridspec(4, 3, height_ratios=[2.0, 1.0, 1.0, 0.42])
         curves = fig.add_subfigure(grid[0, :]).subplots(1, 2)
         _accuracy_panel(curves[0], res)
         _miou_panel(curves[1], res)
-        scene = [fig.add_subplot(grid[r, c]) for r in (1, 2) for c in range(3)]
+        scene = [fig.add_subplot(grid[r, c]) for r in (1, 2) for c in range(3)] + [fig.add_subplot(grid[3, :])]
         _scene_panels(fig, scene, res)
         titles = [a.get_title(loc="left") for a in (*curves, *scene) if a.get_title(loc="left")]
-        marked = sorted({float(x) for a in curves for line in a.get_lines() if line.get_marker() == "x"
-                         for x in line.get_xdata()})  # fmt: skip
+        marked = sorted({float(line.get_xdata()[0]) for a in curves for line in a.get_lines()
+                         if line.get_gid() == "unreachable"})  # fmt: skip
         out = Path(stem)
         paths = {"pdf": str(out.with_suffix(".pdf")), "png": str(out.with_suffix(".png"))}
         fig.savefig(paths["pdf"])
         fig.savefig(paths["png"], dpi=300)
+        clear = all(not a.get_legend().get_window_extent().overlaps(a.get_window_extent()) for a in curves)
         plt.close(fig)
-    return {**paths, "panels": titles, "unreachable_marked": marked}
+    return {**paths, "panels": titles, "unreachable_marked": marked, "legends_clear_of_data": clear}
 
 
 def _sc_points(s: dict, key: str) -> tuple[list, list, list]:
@@ -63,19 +67,21 @@ def _sc_points(s: dict, key: str) -> tuple[list, list, list]:
 
 
 def _mark_unreachable(ax, far: list, color: str, label: bool) -> None:
-    if far:
-        ax.plot(far, [0.0] * len(far), "x", color=color, ms=4, mew=1.0, clip_on=False,
-                label="SegCertify unreachable" if label else None)  # fmt: skip
+    """A dotted vertical line at each radius SegCertify cannot certify (no value there, not a zero)."""
+    for i, e in enumerate(far):
+        ax.axvline(e, color=color, ls=(0, (1, 1.5)), lw=0.8, gid="unreachable",
+                   label="SegCertify unreachable" if label and i == 0 else None)  # fmt: skip
 
 
-def _style(ax, ylabel: str, title: str, legend: str) -> None:
+def _style(ax, ylabel: str, title: str) -> None:
     ax.set_xlabel(r"$\varepsilon$ ($\ell_2$, [0,1] pixels)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.0)
     ax.set_xlim(left=0)
     ax.set_title(title, loc="left")
     ax.grid(alpha=0.3, lw=0.4)
-    ax.legend(loc=legend, frameon=False, handlelength=1.6)  # where the curves leave room
+    # below the axes, so that no data is ever hidden behind it whatever the curves do
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False, handlelength=1.6, borderaxespad=0)
 
 
 def _accuracy_panel(ax, res: dict) -> None:
@@ -90,7 +96,7 @@ def _accuracy_panel(ax, res: dict) -> None:
         ax.plot([0, *xs], [start, *ys], "o-", color=_SC, ms=2.5, lw=0.8,
                 label=f"SegCertify $\\sigma$={s['sigma']:g}, n={s['n']}")  # fmt: skip
         _mark_unreachable(ax, far, _SC, i == 0)
-    _style(ax, "certified pixel accuracy (macro)", "(a)", "center right")
+    _style(ax, "certified pixel acc. (macro)", "(a)")
 
 
 def _miou_panel(ax, res: dict) -> None:
@@ -104,8 +110,8 @@ def _miou_panel(ax, res: dict) -> None:
         xs, ys, _ = _sc_points(s, "certified_map_miou_micro")
         ax.plot([0, *xs], [start, *ys], "o--", color=_SC, ms=2.0, lw=0.6, mfc="white",
                 label="SegCertify, certified map" if i == 0 else None)  # fmt: skip
-        _mark_unreachable(ax, far, _SC, False)
-    _style(ax, "worst-case mIoU (pooled)", "(b)", "center right")
+        _mark_unreachable(ax, far, _SC, i == 0)
+    _style(ax, "worst-case mIoU (pooled)", "(b)")
 
 
 def _label_rgba(labels: np.ndarray, k: int) -> np.ndarray:
@@ -146,17 +152,19 @@ def _scene_panels(fig, axes, res: dict) -> None:
         axes[3].imshow(_label_rgba(np.asarray(abstain[e]), k), interpolation="nearest")
         axes[3].set_title(f"SegCertify, $\\varepsilon$={e:g}", loc="left")
     radius = axes[4].imshow(np.asarray(ex["radius"]), cmap="magma", interpolation="nearest")
-    axes[4].set_title("certified radius", loc="left")
-    bar = fig.colorbar(radius, ax=axes[4], fraction=0.05, pad=0.02)
+    axes[4].set_title("Lipschitz radius", loc="left")
+    # the colour bar in the next cell: the scene panels stay one size and aligned
+    axes[5].axis("off")
+    bar = fig.colorbar(radius, cax=axes[5].inset_axes([0.0, 0.0, 0.08, 1.0]))
     bar.set_label(r"$\ell_2$ radius", labelpad=1)
     bar.ax.tick_params(labelsize=5, length=2)
-    for a in axes:
+    for a in axes[:5]:
         a.set_xticks([])
         a.set_yticks([])
     colours = _class_colours(k)
     handles = [Patch(color=colours[c], label=names[c] if names else str(c)) for c in range(k)]
     handles.append(Patch(color=_ABSTAIN_GREY, label="abstain"))
     handles.append(Patch(facecolor=_IGNORE_WHITE, edgecolor="0.5", lw=0.5, label="ignored"))
-    axes[5].axis("off")
-    axes[5].legend(handles=handles, loc="center", ncol=2, frameon=False, fontsize=5, handlelength=0.9,
-                   columnspacing=0.6, handletextpad=0.3, labelspacing=0.25)  # fmt: skip
+    axes[6].axis("off")
+    axes[6].legend(handles=handles, loc="center", ncol=5, frameon=False, fontsize=5, handlelength=0.9,
+                   columnspacing=0.8, handletextpad=0.3, labelspacing=0.25, borderaxespad=0)  # fmt: skip

@@ -332,6 +332,14 @@ def _segcertify_summary(cfg, run: _Run, n_pixels: int, foreground: list) -> list
     return sc
 
 
+def _quartiles(xs: list[float]) -> list[float]:
+    """[first, third] quartile (a single value twice when there is one)."""
+    if len(xs) < 2:
+        return [xs[0], xs[0]] if xs else [float("nan")] * 2
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return [q[0], q[2]]
+
+
 def _timing_summary(run: _Run, large) -> tuple[dict, dict]:
     """(timing, ratios): medians and spread of the per-image times pooled over every process."""
     t = run.times
@@ -347,6 +355,11 @@ def _timing_summary(run: _Run, large) -> tuple[dict, dict]:
         },
         "curve_64_vs_1": med(curve64) / med(curve1),
         "curve_64_vs_1_certification_only": med(t["cert64"]) / med(t["cert1"]),
+        # spread: quartiles of the ratio within each repeat (both timed back to back on the same batch)
+        "curve_64_vs_1_quartiles": _quartiles([a / b for a, b in zip(curve64, curve1, strict=True)]),
+        "curve_64_vs_1_certification_only_quartiles": _quartiles(
+            [a / b for a, b in zip(t["cert64"], t["cert1"], strict=True)]
+        ),
     }
     if large is not None:
         ratios["overhead_at_size"] = large
