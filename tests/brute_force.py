@@ -57,3 +57,23 @@ def iou(labels, target, cls, ignore_index=255):
     inter = ((labels == cls) & (target == cls) & valid).sum()
     union = (((labels == cls) | (target == cls)) & valid).sum()
     return float(inter / union) if union else float("nan")
+
+
+def pooled_miou(logits, target, eps, lipschitz):
+    """min over one affordable assignment per image of the pooled mIoU (classes with a pooled union)."""
+    k = logits.shape[1]
+    options = []
+    for i in range(logits.shape[0]):
+        t = target[i].ravel()
+        rows = set()
+        for lab in affordable_assignments(logits[i], eps, lipschitz):
+            rows.add(tuple(int(((lab == c) & (t == c)).sum()) for c in range(k))
+                     + tuple(int(((lab == c) | (t == c)).sum()) for c in range(k)))  # fmt: skip
+        options.append(rows)
+    best = np.inf
+    for combo in itertools.product(*options):
+        total = np.sum(np.asarray(combo), axis=0)
+        inter, union = total[:k], total[k:]
+        defined = union > 0
+        best = min(best, float(np.mean(inter[defined] / union[defined])))
+    return best

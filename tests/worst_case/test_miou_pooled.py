@@ -53,26 +53,6 @@ def _tiny_dataset(rng, n_images, n_pixels, n_classes):
     return logits, target
 
 
-def _brute_force_pooled_miou(logits, target, eps, lipschitz):
-    """min over one affordable assignment per image of the pooled mIoU (classes with a pooled union)."""
-    k = logits.shape[1]
-    options = []
-    for i in range(logits.shape[0]):
-        t = target[i].ravel()
-        rows = set()
-        for lab in brute_force.affordable_assignments(logits[i], eps, lipschitz):
-            rows.add(tuple(int(((lab == c) & (t == c)).sum()) for c in range(k))
-                     + tuple(int(((lab == c) | (t == c)).sum()) for c in range(k)))  # fmt: skip
-        options.append(rows)
-    best = np.inf
-    for combo in itertools.product(*options):
-        total = np.sum(np.asarray(combo), axis=0)
-        inter, union = total[:k], total[k:]
-        defined = union > 0
-        best = min(best, float(np.mean(inter[defined] / union[defined])))
-    return best
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_pooled_split_lies_between_the_mean_of_classes_and_the_brute_force_optimum(seed):
@@ -84,7 +64,7 @@ def test_pooled_split_lies_between_the_mean_of_classes_and_the_brute_force_optim
     cert = metric.compute()
     mean_of_classes = cert.extras["mean_of_classes"]
     for j, e in enumerate(eps):
-        exact = _brute_force_pooled_miou(logits, target, e, 1.0)
+        exact = brute_force.pooled_miou(logits, target, e, 1.0)
         assert mean_of_classes[j] <= cert.worst[j] <= exact + 1e-12
     assert cert.worst[0] == cert.clean
 
@@ -104,7 +84,7 @@ def test_every_price_vector_gives_a_lower_bound(seed):
     tp, union = problem.tp0.reshape(3, 3).sum(0), problem.union0.reshape(3, 3).sum(0)
     rank = canonical_rank(tp_lists, fp_lists, 3)
     per_class = class_lists(tp_lists, fp_lists, tp, union, 3, float(budgets_of(np.array([e]))[0]), rank)
-    exact = _brute_force_pooled_miou(logits, target, e, 1.0) * len(per_class)
+    exact = brute_force.pooled_miou(logits, target, e, 1.0) * len(per_class)
     absent = int((union == 0).sum())
     for _ in range(5):
         theta = float(rng.uniform(0.05, 0.95))
@@ -126,7 +106,7 @@ def test_pooled_split_is_strictly_tighter_than_the_mean_of_classes():
     metric.update(torch.from_numpy(logits), torch.from_numpy(target))
     cert = metric.compute()
     assert cert.extras["mean_of_classes"][0] == 0.0  # each class alone loses both its pixels
-    exact = _brute_force_pooled_miou(logits, target, e, 1.0)
+    exact = brute_force.pooled_miou(logits, target, e, 1.0)
     # the split charges at most two classes per image: at best two classes lose both TPs -> 1/3
     assert 1 / 3 - 1e-6 <= cert.worst[0] <= exact  # the price search reaches the dual optimum 1/3
     assert "Lagrangian" in cert.solver and str(cert.status) == "bound"
@@ -155,7 +135,7 @@ def test_absent_classes_reachable_by_a_false_positive_count_in_the_mean():
     metric = CertifiedMetric("miou", [0.1], lipschitz=1.0, average="micro")
     metric.update(torch.from_numpy(logits), torch.from_numpy(target))
     cert = metric.compute()
-    exact = _brute_force_pooled_miou(logits, target, 0.1, 1.0)
+    exact = brute_force.pooled_miou(logits, target, 0.1, 1.0)
     assert cert.extras["mean_of_classes"][0] <= cert.worst[0] <= exact + 1e-12
 
 
