@@ -1,8 +1,9 @@
-"""Attacks that audit certificates: APGD (l2 / linf) with SEA's losses, the SEA ensemble, a margin attack."""
+"""Attacks that audit certificates: APGD (l2 / linf) with SEA's losses, the SEA ensemble, a margin attack, the relaxed witness."""
 
 from .apgd import APGD, check_within, project
 from .losses import balanced_masked_ce, class_weights_from_labels, js_divergence, masked_ce, pixel_accuracy
 from .margin import MarginAttack
+from .relaxed import relaxed_miou_witness
 from .sea import SEA, confusions_of, worst_case_miou
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "masked_ce",
     "pixel_accuracy",
     "project",
+    "relaxed_miou_witness",
     "worst_case_miou",
 ]
