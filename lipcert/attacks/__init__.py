@@ -1,4 +1,7 @@
-"""Attacks that audit certificates: APGD (l2 / linf) with SEA's losses, the SEA ensemble, a margin attack, the relaxed witness."""
+"""Attacks that audit certificates: APGD (l2 / linf) with SEA's losses, the SEA ensemble, a margin attack.
+
+Also the relaxed witness: a logit map within the budget, not an attack on the network.
+"""
 
 from .apgd import APGD, check_within, project
 from .losses import balanced_masked_ce, class_weights_from_labels, js_divergence, masked_ce, pixel_accuracy
