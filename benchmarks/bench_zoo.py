@@ -115,7 +115,8 @@ LAYERS = {
 }
 
 
-def _init(model: nn.Module) -> nn.Module:
+def random_init(model: nn.Module) -> nn.Module:
+    """Seeded eval-mode model with non-trivial BatchNorm statistics (the same weights in every run)."""
     torch.manual_seed(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):  # non-trivial eval statistics
@@ -149,7 +150,7 @@ def main(argv=None) -> None:
     print("| model | " + " | ".join(f"bound {h}x{w} | s {h}x{w}" for h, w in sizes) + " |")
     print("|---|" + "---|---|" * len(sizes))
     for name, make in ZOO.items():
-        model = _init(make())
+        model = random_init(make())
         cells = []
         for h, w in sizes:
             value, times = _timed(model, (3, h, w), args.repeats)
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
     print("\n| layer (64 channels in) | " + " | ".join(f"s {h}x{w}" for h, w in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for name, make in LAYERS.items():
-        layer = _init(make())
+        layer = random_init(make())
         cells = [_fmt(_timed(layer, (64, h, w), args.repeats)[1]) for h, w in sizes]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
