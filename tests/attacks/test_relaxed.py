@@ -93,12 +93,17 @@ def test_the_shipped_scale_budget_is_spent_and_lowers_the_miou():
         (0.1, 7, "labels"),
         (0.1, "shape", "shape"),
         (1e300, None, "eps"),
+        (0.1, "huge", "2\\*\\*161|range|large"),
+        (0.1, "nan", "finite|NaN"),
     ],
 )
 def test_bad_inputs_are_refused_in_the_users_terms(eps, target, match):
-    z = torch.zeros(1, 3, 2, 2)
+    z = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
     if target == "shape":
         y = torch.zeros(1, 3, 2, dtype=torch.int64)
+    elif target in ("huge", "nan"):
+        z[0, 0, 0, 0] = 1e60 if target == "huge" else float("nan")
+        y = torch.zeros(1, 2, 2, dtype=torch.int64)
     else:
         y = torch.zeros(1, 2, 2, dtype=torch.int64) if target is None else torch.full((1, 2, 2), target)
     with pytest.raises(LipcertError, match=match):
@@ -128,3 +133,17 @@ def test_the_drop_table_equals_recomputing_the_pooled_miou_after_each_move(seed)
             moved[t, c] += 1
             expected = miou(cm) - miou(moved)
         assert table[t, j, c] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-6, 1.0, 1e6, 1e12, 1e40])
+def test_witness_holds_at_the_ends_of_float64_and_on_ties(scale):
+    """Huge or tiny logits against the budget, and exact ties: the witness is still inside and consistent."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) * scale
+    z[0, 1] = z[0, 0]  # exact ties: class 0 is the prediction there (first index)
+    y = torch.randint(0, 3, (2, 4, 4), generator=gen)
+    for eps in (1e-3, 0.1, 10.0):
+        w = relaxed_miou_witness(z, y, eps, 1.0)
+        norms = np.sqrt(((w["logits"] - z.numpy()) ** 2).sum(axis=(1, 2, 3)))
+        assert (norms <= eps).all()
+        assert w["miou"] == pytest.approx(_pooled_miou(w["logits"].argmax(1), y.numpy(), 3))
