@@ -115,9 +115,10 @@ LAYERS = {
 }
 
 
-def random_init(model: nn.Module) -> nn.Module:
-    """Seeded eval-mode model with non-trivial BatchNorm statistics (the same weights in every run)."""
+def random_init(make) -> nn.Module:
+    """``make()`` built under seed 0, in eval mode, with non-trivial BatchNorm statistics (same in every run)."""
     torch.manual_seed(0)
+    model = make()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):  # non-trivial eval statistics
             m.running_var.uniform_(0.5, 2.0)
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
     print("| model | " + " | ".join(f"bound {h}x{w} | s {h}x{w}" for h, w in sizes) + " |")
     print("|---|" + "---|---|" * len(sizes))
     for name, make in ZOO.items():
-        model = random_init(make())
+        model = random_init(make)
         cells = []
         for h, w in sizes:
             value, times = _timed(model, (3, h, w), args.repeats)
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
     print("\n| layer (64 channels in) | " + " | ".join(f"s {h}x{w}" for h, w in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for name, make in LAYERS.items():
-        layer = random_init(make())
+        layer = random_init(make)
         cells = [_fmt(_timed(layer, (64, h, w), args.repeats)[1]) for h, w in sizes]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 

@@ -106,10 +106,9 @@ def _models():
     from test_zoo import ZOO as TEST_ZOO  # the small models of the suite's zoo tests
 
     for name, make in ZOO.items():
-        yield name, random_init(make())
+        yield name, random_init(make)
     for name, make in TEST_ZOO.items():
-        torch.manual_seed(0)
-        yield f"test zoo: {name}", random_init(make())
+        yield f"test zoo: {name}", random_init(make)
 
 
 def main(argv=None) -> None:
