@@ -23,7 +23,14 @@ from ..core.errors import LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
 from .graph_facts import node_facts, tensor_args
-from .layer_bounds import LAYER_BOUNDS, REFUSED_LAYERS, adds_behaviour, layer_bound, layer_bounds
+from .layer_bounds import (
+    LAYER_BOUNDS,
+    REFUSED_LAYERS,
+    adds_behaviour,
+    conv_batchnorm_bound,
+    layer_bound,
+    layer_bounds,
+)
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
     F.relu,
@@ -185,6 +192,7 @@ def lipschitz_bound(
         sized = facts if input_shape is not None else None  # a guessed probe size says nothing of the real one
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
+        inputs: dict[fx.Node, float] = {}  # bound of the one image-dependent input of each module call
         unknown: list[str] = []
         output = None
         nodes = tqdm(list(graph.nodes), desc="lipschitz_bound", delay=1.0, leave=False, disable=not progress)
@@ -206,7 +214,11 @@ def lipschitz_bound(
                 dependent = [b for b in prev if b != 0.0]  # a layer bound is a bound in its one input
                 if len(dependent) > 1:
                     unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
-                bounds[node] = factor * (dependent[0] if dependent else 0.0)
+                inputs[node] = dependent[0] if dependent else 0.0
+                bounds[node] = factor * inputs[node]
+                merged = _merged_with_conv(node, mod, modules, sized, inputs)
+                if merged is not None:
+                    bounds[node] = min(bounds[node], merged)
             elif _is_metadata(node):
                 continue  # x.shape, x.size(1), ...: no tensor flows on
             else:
@@ -222,6 +234,15 @@ def lipschitz_bound(
         if not math.isfinite(output):
             raise LipschitzBoundError(f"The composed bound is not finite ({output}): no guarantee can be given.")
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
+
+
+def _merged_with_conv(node: fx.Node, mod: nn.Module, modules: dict, sized, inputs: dict) -> float | None:
+    """A BatchNorm fed only by a convolution: the bound of the pair as one merged convolution, or None."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1 or src not in inputs:
+        return None
+    factor = conv_batchnorm_bound(modules[src.target], mod, _input_size(src, sized))
+    return None if factor is None else factor * inputs[src]
 
 
 _BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE

@@ -32,13 +32,32 @@ def _one(module, hw) -> float:
     return 1.0
 
 
-def _batchnorm(module: nn.BatchNorm2d, hw) -> float:
+def batchnorm_scale(module: nn.BatchNorm2d) -> torch.Tensor:
+    """Per-channel factor (C,) float64 of an eval-mode BatchNorm2d: ``weight / sqrt(running_var + eps)``."""
     if module.running_var is None:
         raise LipschitzBoundError("BatchNorm without running statistics has no fixed eval-mode bound.")
-    scale = (module.running_var + module.eps).rsqrt()
+    scale = (module.running_var.detach().to(torch.float64) + module.eps).rsqrt()
     if module.weight is not None:
-        scale = scale * module.weight.detach()
-    return max_abs(scale)
+        scale = scale * module.weight.detach().to(torch.float64)
+    return scale
+
+
+def _batchnorm(module: nn.BatchNorm2d, hw) -> float:
+    return max_abs(batchnorm_scale(module))
+
+
+def conv_batchnorm_bound(conv: nn.Module, bn: nn.Module, hw) -> float | None:
+    """Bound of ``bn(conv(x))`` as one convolution (BatchNorm's scale merged into the kernels), or None.
+
+    Only for the exact built-in types (a subclass may compute something else) with zero padding, and an
+    eval-mode BatchNorm2d with running statistics: then ``bn(conv(x)) = conv'(x) + const`` exactly, and
+    the merged operator's norm is at most the product of the two (usually well below it).
+    """
+    if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d or bn.training:
+        return None
+    if bn.running_var is None or bn.num_features != conv.out_channels:
+        return None
+    return conv2d_bound(conv, hw, out_scale=batchnorm_scale(bn))
 
 
 def _leaky(module: nn.LeakyReLU, hw) -> float:

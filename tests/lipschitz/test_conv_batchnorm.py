@@ -1,0 +1,103 @@
+"""A BatchNorm fed only by a convolution is bounded as one merged convolution: sound and tighter."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import lipcert.lipschitz.bound as bound_module
+from lipcert import lipschitz_bound
+
+
+def _jacobian_norm(model, shape):
+    """Exact operator norm of the model's Jacobian at 0 (the map is affine: any point gives it), float64."""
+    model = model.double().eval()
+    x = torch.zeros(1, *shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v).flatten(), x).reshape(-1, x.numel())
+    model.float()
+    return float(torch.linalg.matrix_norm(jac, 2))
+
+
+def _bn(c, gen, affine=True):
+    bn = nn.BatchNorm2d(c, affine=affine)
+    bn.running_mean.uniform_(-1, 1, generator=gen)
+    bn.running_var.uniform_(0.01, 4.0, generator=gen)
+    if affine:
+        bn.weight.data.uniform_(-2, 2, generator=gen)
+    return bn.eval()
+
+
+def _unmerged(model, shape):
+    saved = bound_module.conv_batchnorm_bound
+    bound_module.conv_batchnorm_bound = lambda *args: None
+    try:
+        return lipschitz_bound(model, shape, progress=False)
+    finally:
+        bound_module.conv_batchnorm_bound = saved
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_merged_bound_is_above_the_exact_norm_and_at_most_the_product(seed):
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    c_in, c_out = int(rng.integers(1, 4)), int(rng.choice([2, 4]))
+    groups = int(rng.choice([1, 2])) if c_in % 2 == 0 else 1
+    conv = nn.Conv2d(c_in, c_out, int(rng.choice([1, 3])), stride=int(rng.integers(1, 3)),
+                     padding=int(rng.integers(0, 2)), dilation=int(rng.integers(1, 3)), groups=groups)  # fmt: skip
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+    model = nn.Sequential(conv, _bn(c_out, gen, affine=bool(rng.integers(2))))
+    shape = (c_in, int(rng.integers(5, 10)), int(rng.integers(5, 10)))
+    merged = lipschitz_bound(model, shape, progress=False)
+    assert merged >= _jacobian_norm(model, shape) * (1 - 1e-9)
+    assert merged <= _unmerged(model, shape) * (1 + 1e-9)
+
+
+def test_merging_tightens_when_the_scales_and_the_kernels_disagree():
+    """Output channel 0 has the large kernel, channel 1 the large BatchNorm scale: the product pairs them."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    bn = nn.BatchNorm2d(2, affine=False).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([10.0, 0.1]).view(2, 1, 1, 1))
+        bn.running_var.copy_(torch.tensor([100.0, 0.01]) - bn.eps)  # scales 0.1 and 10
+    model = nn.Sequential(conv, bn, nn.ReLU())
+    assert lipschitz_bound(model, (1, 4, 4), progress=False) == pytest.approx(np.sqrt(2.0), rel=1e-3)
+    assert _unmerged(model, (1, 4, 4)) == pytest.approx(100.0, rel=1e-3)
+
+
+class _Shared(nn.Module):
+    """The convolution's output feeds the BatchNorm and a skip: the pair must not be merged."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 2, 3, padding=1), _bn(2, gen)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen))
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.bn(h) + 3.0 * h
+
+
+class _NotBatchNorm(nn.BatchNorm2d):
+    """Same attributes as a BatchNorm, another computation: never merged as one."""
+
+    def forward(self, x):
+        return 5.0 * super().forward(x)
+
+
+def test_a_shared_convolution_or_a_batchnorm_subclass_is_not_merged():
+    gen = torch.Generator().manual_seed(0)
+    shared = _Shared(gen).eval()
+    assert lipschitz_bound(shared, (2, 6, 6), progress=False) >= _jacobian_norm(shared, (2, 6, 6))
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    odd = _NotBatchNorm(2).eval()
+    odd.running_var.fill_(0.25)
+    from lipcert.lipschitz import layer_bounds
+
+    with layer_bounds({_NotBatchNorm: lambda m, hw: 10.0}):  # the user's bound for the subclass
+        b = lipschitz_bound(nn.Sequential(conv, odd), (2, 6, 6), progress=False)
+    assert b >= _jacobian_norm(nn.Sequential(conv, odd).eval(), (2, 6, 6))
