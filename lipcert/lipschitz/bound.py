@@ -216,7 +216,7 @@ def lipschitz_bound(
                     unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
                 inputs[node] = dependent[0] if dependent else 0.0
                 bounds[node] = factor * inputs[node]
-                merged = _merged_with_conv(node, mod, modules, sized, inputs)
+                merged = _merged_bound(node, mod, modules, sized, facts, bounds, inputs)
                 if merged is not None:
                     bounds[node] = min(bounds[node], merged)
             elif _is_metadata(node):
@@ -236,13 +236,46 @@ def lipschitz_bound(
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
 
 
-def _merged_with_conv(node: fx.Node, mod: nn.Module, modules: dict, sized, inputs: dict) -> float | None:
-    """A BatchNorm fed only by a convolution: the bound of the pair as one merged convolution, or None."""
+def _concat_parts(node: fx.Node, facts, bounds: dict) -> list | None:
+    """``[(channel slice, bound), ...]`` when a module's input is a channel concatenation used only there."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node) or src.op != "call_function" or src.target not in (torch.cat, torch.concat):
+        return None
+    dim = src.kwargs.get("dim", src.args[1] if len(src.args) > 1 else 0)
+    pieces = src.args[0] if src.args else None
+    if len(src.users) != 1 or facts is None or not isinstance(pieces, (list, tuple)):
+        return None
+    shapes = [facts["shapes"].get(p) if isinstance(p, fx.Node) else None for p in pieces]
+    if any(s is None or len(s) != 4 for s in shapes) or dim not in (1, -3):
+        return None
+    parts, start = [], 0
+    for p, s in zip(pieces, shapes, strict=True):
+        parts.append((slice(start, start + s[1]), bounds.get(p, 0.0)))
+        start += s[1]
+    return parts
+
+
+def _merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bounds, inputs) -> float | None:
+    """Tighter bounds of a module call from its neighbours, or None.
+
+    A convolution whose input is a channel concatenation: the sum over the parts. A BatchNorm fed only by
+    a convolution: the pair as one merged convolution (with the parts of the convolution's input).
+    """
+    if type(mod) is nn.Conv2d:
+        parts = _concat_parts(node, facts, bounds)
+        return None if parts is None else conv_batchnorm_bound(mod, None, _input_size(node, sized), parts)
     src = node.args[0] if node.args else None
     if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1 or src not in inputs:
         return None
-    factor = conv_batchnorm_bound(modules[src.target], mod, _input_size(src, sized))
-    return None if factor is None else factor * inputs[src]
+    conv, hw = modules[src.target], _input_size(src, sized)
+    factor = conv_batchnorm_bound(conv, mod, hw)
+    if factor is None:
+        return None
+    best = factor * inputs[src]
+    parts = _concat_parts(src, facts, bounds)
+    if parts is not None:
+        best = min(best, conv_batchnorm_bound(conv, mod, hw, parts))
+    return best
 
 
 _BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE

@@ -46,18 +46,28 @@ def _batchnorm(module: nn.BatchNorm2d, hw) -> float:
     return max_abs(batchnorm_scale(module))
 
 
-def conv_batchnorm_bound(conv: nn.Module, bn: nn.Module, hw) -> float | None:
+def conv_batchnorm_bound(conv: nn.Module, bn: nn.Module | None, hw, parts=None) -> float | None:
     """Bound of ``bn(conv(x))`` as one convolution (BatchNorm's scale merged into the kernels), or None.
 
-    Only for the exact built-in types (a subclass may compute something else) with zero padding, and an
-    eval-mode BatchNorm2d with running statistics: then ``bn(conv(x)) = conv'(x) + const`` exactly, and
-    the merged operator's norm is at most the product of the two (usually well below it).
+    Only for the exact built-in types (a subclass may compute something else), and an eval-mode
+    BatchNorm2d with running statistics (or ``bn=None``: the convolution alone): then
+    ``bn(conv(x)) = conv'(x) + const`` exactly, and the merged operator's norm is at most the product of
+    the two (usually well below it). ``parts``: ``[(channel slice, L_i), ...]`` when the input is a
+    channel concatenation of parts with Lipschitz bounds ``L_i``: then ``conv'(x) = sum_i conv'_i(x_i)`` and
+    the bound is ``sum_i ||conv'_i|| L_i`` (``parts=None``: a factor for the whole input).
     """
-    if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d or bn.training:
+    if type(conv) is not nn.Conv2d:
         return None
-    if bn.running_var is None or bn.num_features != conv.out_channels:
-        return None
-    return conv2d_bound(conv, hw, out_scale=batchnorm_scale(bn))
+    scale = None
+    if bn is not None:
+        if type(bn) is not nn.BatchNorm2d or bn.training or bn.running_var is None:
+            return None
+        if bn.num_features != conv.out_channels:
+            return None
+        scale = batchnorm_scale(bn)
+    if parts is None:
+        return conv2d_bound(conv, hw, out_scale=scale)
+    return sum(conv2d_bound(conv, hw, out_scale=scale, in_channels=sl) * lip for sl, lip in parts if lip > 0)
 
 
 def _leaky(module: nn.LeakyReLU, hw) -> float:

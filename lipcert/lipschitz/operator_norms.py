@@ -169,18 +169,24 @@ def _unit_scale(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def conv2d_bound(
-    module: torch.nn.Conv2d, in_hw: tuple[int, int] | None, out_scale: torch.Tensor | None = None
+    module: torch.nn.Conv2d,
+    in_hw: tuple[int, int] | None,
+    out_scale: torch.Tensor | None = None,
+    in_channels: slice | None = None,
 ) -> float:
     """Guaranteed bound on the operator norm of a (bias-free) Conv2d, from ``module.weight`` as it runs.
 
     ``out_scale`` (C_out,): bound ``diag(out_scale) o conv`` instead, i.e. the convolution with each output
-    channel's kernel scaled (an eval-mode BatchNorm after it, merged exactly).
+    channel's kernel scaled (an eval-mode BatchNorm after it, merged exactly). ``in_channels``: bound the
+    map from those input channels only (the others held at 0), a part of a concatenated input.
     """
     pads = list(module._reversed_padding_repeated_twice)  # (left, right, top, bottom)
     _check_padding(module.padding_mode, pads)
     dense = dense_weight(module.weight, module.groups)
     if out_scale is not None:
         dense = dense * out_scale.detach().to(torch.float64).view(-1, 1, 1, 1)
+    if in_channels is not None:
+        dense = dense[:, in_channels]
     weight, scale = _unit_scale(dense)
     bound = receptive_field_bound(weight, module.stride, module.dilation)
     single_tap = weight.shape[2] == weight.shape[3] == 1
