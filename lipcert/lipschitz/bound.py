@@ -237,13 +237,16 @@ def lipschitz_bound(
 
 
 def _concat_parts(node: fx.Node, facts, bounds: dict) -> list | None:
-    """``[(channel slice, bound), ...]`` when a module's input is a channel concatenation used only there."""
+    """``[(channel slice, bound), ...]`` when a module's input is a channel concatenation, else None.
+
+    (Other users of the concatenation do not matter: the result bounds this module's map from the parts.)
+    """
     src = node.args[0] if node.args else None
     if not isinstance(src, fx.Node) or src.op != "call_function" or src.target not in (torch.cat, torch.concat):
         return None
     dim = src.kwargs.get("dim", src.args[1] if len(src.args) > 1 else 0)
     pieces = src.args[0] if src.args else None
-    if len(src.users) != 1 or facts is None or not isinstance(pieces, (list, tuple)):
+    if facts is None or not isinstance(pieces, (list, tuple)):
         return None
     shapes = [facts["shapes"].get(p) if isinstance(p, fx.Node) else None for p in pieces]
     if any(s is None or len(s) != 4 for s in shapes) or dim not in (1, -3):
@@ -258,14 +261,16 @@ def _concat_parts(node: fx.Node, facts, bounds: dict) -> list | None:
 def _merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bounds, inputs) -> float | None:
     """Tighter bounds of a module call from its neighbours, or None.
 
-    A convolution whose input is a channel concatenation: the sum over the parts. A BatchNorm fed only by
-    a convolution: the pair as one merged convolution (with the parts of the convolution's input).
+    A convolution whose input is a channel concatenation: the sum over the parts. A BatchNorm whose input
+    is a convolution's output: the pair as one merged convolution (with the parts of the convolution's
+    input). Both bound the map from the image to this node's value, whatever else uses the intermediate
+    values (those keep their own bounds).
     """
     if type(mod) is nn.Conv2d:
         parts = _concat_parts(node, facts, bounds)
         return None if parts is None else conv_batchnorm_bound(mod, None, _input_size(node, sized), parts)
     src = node.args[0] if node.args else None
-    if not isinstance(src, fx.Node) or src.op != "call_module" or len(src.users) != 1 or src not in inputs:
+    if not isinstance(src, fx.Node) or src.op != "call_module" or src not in inputs:
         return None
     conv, hw = modules[src.target], _input_size(src, sized)
     factor = conv_batchnorm_bound(conv, mod, hw)
