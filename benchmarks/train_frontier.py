@@ -43,16 +43,14 @@ SETTINGS = {
     "wide-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
     # twice the width (about 3x the training time: resumable over sessions)
     "wider-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
-    # depth at the first body's width: three blocks per stage, then a fourth stage (more receptive field)
+    # depth at the first body's width: three blocks per stage (about 1.4x the training time)
     "deep-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
-    "4stage-mce-tau8-k2.0": dict(loss="margin_ce", tau=8.0, margin=2.0, margin_warmup=5),
 }
 # model fields that differ from the recipe's, per setting
 MODEL_OVERRIDES = {
     "wide-mce-tau8-k2.0": dict(widths=[[48, 2], [96, 2], [192, 2]], stem=48),
     "wider-mce-tau8-k2.0": dict(widths=[[64, 2], [128, 2], [256, 2]], stem=64),
     "deep-mce-tau8-k2.0": dict(widths=[[32, 3], [64, 3], [128, 3]], stem=32),
-    "4stage-mce-tau8-k2.0": dict(widths=[[32, 2], [64, 2], [128, 2], [256, 2]], stem=32),
 }
 
 
