@@ -30,6 +30,7 @@ from .layer_bounds import (
     conv_batchnorm_bound,
     layer_bound,
     layer_bounds,
+    merges_with_batchnorm,
 )
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
@@ -206,19 +207,8 @@ def lipschitz_bound(
             elif node.op == "output":
                 output = _output_bound(node, bounds)
             elif node.op == "call_module":
-                mod = modules[node.target]
-                factor = layer_bound(mod, _input_size(node, sized))  # each call at the size it sees
-                if factor is None:
-                    unknown.append(_unknown_module(node.target, mod))
-                    factor = math.nan
-                dependent = [b for b in prev if b != 0.0]  # a layer bound is a bound in its one input
-                if len(dependent) > 1:
-                    unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
-                inputs[node] = dependent[0] if dependent else 0.0
-                bounds[node] = factor * inputs[node]
-                merged = _merged_bound(node, mod, modules, sized, facts, bounds, inputs)
-                if merged is not None:
-                    bounds[node] = min(bounds[node], merged)
+                ctx = (modules, sized, facts, bounds, inputs)
+                bounds[node] = _module_call_bound(node, modules[node.target], prev, ctx, unknown)
             elif _is_metadata(node):
                 continue  # x.shape, x.size(1), ...: no tensor flows on
             else:
@@ -234,6 +224,34 @@ def lipschitz_bound(
         if not math.isfinite(output):
             raise LipschitzBoundError(f"The composed bound is not finite ({output}): no guarantee can be given.")
         return float(output) * (1.0 + LIPSCHITZ_REL_SLACK)
+
+
+def _module_call_bound(node: fx.Node, mod: nn.Module, prev: list, ctx: tuple, unknown: list) -> float:
+    """Bound of ``input image -> output of this module call`` (records the bound of its input in ``inputs``)."""
+    modules, sized, facts, bounds, inputs = ctx
+    dependent = [b for b in prev if b != 0.0]  # a layer bound is a bound in its one input
+    if len(dependent) > 1:
+        unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
+    inputs[node] = dependent[0] if dependent else 0.0
+    if inputs[node] > 0.0 and _only_feeds_merged_batchnorms(node, mod, modules):
+        return math.inf  # never read: each user bounds the merged pair (this product is not needed)
+    factor = layer_bound(mod, _input_size(node, sized))  # each call at the size it sees
+    if factor is None:
+        unknown.append(_unknown_module(node.target, mod))
+        return math.nan
+    merged = _merged_bound(node, mod, modules, sized, facts, bounds, inputs)
+    return factor * inputs[node] if merged is None else min(factor * inputs[node], merged)
+
+
+def _only_feeds_merged_batchnorms(node: fx.Node, mod: nn.Module, modules: dict) -> bool:
+    """A Conv2d whose every user is a BatchNorm2d that :func:`conv_batchnorm_bound` merges with it."""
+    if not node.users:
+        return False
+    for user in node.users:
+        bn = modules.get(user.target) if user.op == "call_module" else None
+        if bn is None or not merges_with_batchnorm(mod, bn) or user.args[:1] != (node,):
+            return False
+    return True
 
 
 def _concat_parts(node: fx.Node, facts, bounds: dict) -> list | None:
@@ -276,7 +294,7 @@ def _merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bo
     factor = conv_batchnorm_bound(conv, mod, hw)
     if factor is None:
         return None
-    best = factor * inputs[src]
+    best = factor * inputs[src]  # (when the convolution alone was not bounded, the product here is inf)
     parts = _concat_parts(src, facts, bounds)
     if parts is not None:
         best = min(best, conv_batchnorm_bound(conv, mod, hw, parts))

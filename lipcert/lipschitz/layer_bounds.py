@@ -46,6 +46,17 @@ def _batchnorm(module: nn.BatchNorm2d, hw) -> float:
     return max_abs(batchnorm_scale(module))
 
 
+def merges_with_batchnorm(conv: nn.Module, bn: nn.Module) -> bool:
+    """Whether ``bn(conv(x))`` is bounded as one merged convolution by :func:`conv_batchnorm_bound`."""
+    return (
+        type(conv) is nn.Conv2d
+        and type(bn) is nn.BatchNorm2d
+        and not bn.training
+        and bn.running_var is not None
+        and bn.num_features == conv.out_channels
+    )
+
+
 def conv_batchnorm_bound(conv: nn.Module, bn: nn.Module | None, hw, parts=None) -> float | None:
     """Bound of ``bn(conv(x))`` as one convolution (BatchNorm's scale merged into the kernels), or None.
 
@@ -56,15 +67,9 @@ def conv_batchnorm_bound(conv: nn.Module, bn: nn.Module | None, hw, parts=None) 
     channel concatenation of parts with Lipschitz bounds ``L_i``: then ``conv'(x) = sum_i conv'_i(x_i)`` and
     the bound is ``sum_i ||conv'_i|| L_i`` (``parts=None``: a factor for the whole input).
     """
-    if type(conv) is not nn.Conv2d:
+    if type(conv) is not nn.Conv2d or (bn is not None and not merges_with_batchnorm(conv, bn)):
         return None
-    scale = None
-    if bn is not None:
-        if type(bn) is not nn.BatchNorm2d or bn.training or bn.running_var is None:
-            return None
-        if bn.num_features != conv.out_channels:
-            return None
-        scale = batchnorm_scale(bn)
+    scale = None if bn is None else batchnorm_scale(bn)
     if parts is None:
         return conv2d_bound(conv, hw, out_scale=scale)
     return sum(conv2d_bound(conv, hw, out_scale=scale, in_channels=sl) * lip for sl, lip in parts if lip > 0)

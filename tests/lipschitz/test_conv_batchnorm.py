@@ -30,12 +30,14 @@ def _bn(c, gen, affine=True):
 
 
 def _unmerged(model, shape):
-    saved = bound_module.conv_batchnorm_bound
+    """The bound with both merges switched off: the product of the layer bounds."""
+    saved = bound_module.conv_batchnorm_bound, bound_module.merges_with_batchnorm
     bound_module.conv_batchnorm_bound = lambda *args: None
+    bound_module.merges_with_batchnorm = lambda *args: False
     try:
         return lipschitz_bound(model, shape, progress=False)
     finally:
-        bound_module.conv_batchnorm_bound = saved
+        bound_module.conv_batchnorm_bound, bound_module.merges_with_batchnorm = saved
 
 
 @settings(max_examples=25, deadline=None)
@@ -140,3 +142,25 @@ def test_the_part_by_part_bound_is_tighter_when_one_branch_is_weak():
     with torch.no_grad():
         model.conv.weight[:, 2:] *= 100.0  # the weak branch meets the strong kernels
     assert lipschitz_bound(model, (2, 6, 6), progress=False) < 0.5 * _unmerged(model, (2, 6, 6))
+
+
+class _TwoNorms(nn.Module):
+    """One convolution read by two BatchNorms (both merged), plus a convolution of a constant map."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.conv, self.bn1, self.bn2 = nn.Conv2d(2, 2, 3, padding=1), _bn(2, gen), _bn(2, gen)
+        self.const_conv, self.const_bn = nn.Conv2d(2, 2, 1), _bn(2, gen)
+        self.register_buffer("bias_map", torch.randn(1, 2, 6, 6, generator=gen))
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.bn1(h) - 2.0 * self.bn2(h) + self.const_bn(self.const_conv(self.bias_map))
+
+
+def test_a_convolution_read_by_two_batchnorms_or_fed_a_constant_is_bounded_finitely_and_soundly():
+    gen = torch.Generator().manual_seed(5)
+    model = _TwoNorms(gen).eval()
+    got = lipschitz_bound(model, (2, 6, 6), progress=False)
+    assert np.isfinite(got) and got >= _jacobian_norm(model, (2, 6, 6)) * (1 - 1e-9)
+    assert got <= _unmerged(model, (2, 6, 6)) * (1 + 1e-9)
