@@ -2,9 +2,11 @@
 
 Every lipcert certificate uses only the clean logits ``z`` and the Lipschitz constant L, so it must hold
 for every logit map ``z'`` with ``||z' - z||_2 <= L * eps`` per image: for any such ``z'`` the map
-``y -> z + (z' - z) <(y - x), delta> / eps**2`` is L-Lipschitz and reaches ``z'`` at ``x + delta``. An
-explicit ``z'`` of that kind is therefore a *witness*: its pooled mIoU is an upper bound on the relaxed
-worst case, hence on what any sound certificate computed from ``(z, L)`` alone can ever certify. It is
+``y -> z + (z' - z) <(y - x), delta> / eps**2`` is L-Lipschitz and reaches ``z'`` at ``x + delta`` (over
+a dataset, with the images far apart, Kirszbraun's theorem joins the images' maps into one; see
+docs/math.md). An explicit ``z'`` of that kind is therefore a *witness*: its pooled mIoU is an upper
+bound on the relaxed worst case, hence on what any sound certificate computed from ``(z, L)`` alone can
+ever certify. It is
 not a certificate (an attacker's solution never is) and not an attack on the network either: the real
 network need not be able to produce ``z'``.
 
