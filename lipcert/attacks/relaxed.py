@@ -78,6 +78,8 @@ def miou_drop_table(cm: np.ndarray) -> np.ndarray:
         return np.where(u > 0, i / np.where(u > 0, u, 1.0), 0.0)
 
     total, present = iou(inter, union).sum(), float((union > 0).sum())
+    if present == 0:
+        return np.zeros((k_n, k_n, k_n))  # no labelled pixel: nothing to lower
     t, j, k = np.meshgrid(*(np.arange(k_n),) * 3, indexing="ij")
     tj, tk = (t == j).astype(np.float64), (t == k).astype(np.float64)
     ij, uj, ik, uk = inter[j] - tj, union[j] + tj - 1, inter[k] + tk, union[k] + 1 - tk

@@ -147,3 +147,12 @@ def test_witness_holds_at_the_ends_of_float64_and_on_ties(scale):
         norms = np.sqrt(((w["logits"] - z.numpy()) ** 2).sum(axis=(1, 2, 3)))
         assert (norms <= eps).all()
         assert w["miou"] == pytest.approx(_pooled_miou(w["logits"].argmax(1), y.numpy(), 3))
+
+
+def test_a_batch_without_labelled_pixels_gives_an_undefined_miou_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = relaxed_miou_witness(torch.randn(2, 3, 2, 2), torch.full((2, 2, 2), 255), 0.1, 1.0)
+    assert np.isnan(w["miou"]) and np.isnan(w["clean_miou"]) and w["flips"] == 0
