@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_iou.py
 	$(PY) benchmarks/bench_smoothing.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_zoo.py
+	$(PY) benchmarks/bench_zoo_gap.py
+	$(PY) benchmarks/bench_relaxed_gap.py
 	$(PY) benchmarks/compare_segcertify.py --out runs/compare
 
 clean:
