@@ -95,19 +95,22 @@ def test_the_shipped_scale_budget_is_spent_and_lowers_the_miou():
         (1e300, None, "eps"),
         (0.1, "huge", "2\\*\\*161|range|large"),
         (0.1, "nan", "finite|NaN"),
+        (0.1, "average", "average"),
     ],
 )
 def test_bad_inputs_are_refused_in_the_users_terms(eps, target, match):
     z = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
     if target == "shape":
         y = torch.zeros(1, 3, 2, dtype=torch.int64)
+    elif target == "average":
+        y = torch.zeros(1, 2, 2, dtype=torch.int64)
     elif target in ("huge", "nan"):
         z[0, 0, 0, 0] = 1e60 if target == "huge" else float("nan")
         y = torch.zeros(1, 2, 2, dtype=torch.int64)
     else:
         y = torch.zeros(1, 2, 2, dtype=torch.int64) if target is None else torch.full((1, 2, 2), target)
     with pytest.raises(LipcertError, match=match):
-        relaxed_miou_witness(z, y, eps, 1.0)
+        relaxed_miou_witness(z, y, eps, 1.0, average="pooled" if target == "average" else "micro")
 
 
 @settings(max_examples=60, deadline=None)
@@ -156,3 +159,24 @@ def test_a_batch_without_labelled_pixels_gives_an_undefined_miou_without_warning
         warnings.simplefilter("error")
         w = relaxed_miou_witness(torch.randn(2, 3, 2, 2), torch.full((2, 2, 2), 255), 0.1, 1.0)
     assert np.isnan(w["miou"]) and np.isnan(w["clean_miou"]) and w["flips"] == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_macro_witness_is_per_image_and_above_every_per_image_bound_and_brute_force(seed):
+    from lipcert import certify_logits
+
+    rng = np.random.default_rng(seed)
+    logits, target = _dataset(rng, 3, 3, 3)
+    for e in (0.5, 1.0, 2.0):
+        w = relaxed_miou_witness(torch.from_numpy(logits), torch.from_numpy(target), e, 1.0, average="macro")
+        cert = certify_logits(torch.from_numpy(logits), [e], "miou", torch.from_numpy(target), lipschitz=1.0)
+        norms = np.sqrt(((w["logits"] - logits) ** 2).sum(axis=(1, 2, 3)))
+        assert (norms <= e).all()
+        pred = w["logits"].argmax(1)
+        for i in range(3):
+            assert w["per_image"][i] == pytest.approx(_pooled_miou(pred[i], target[i], 3))
+            assert cert.worst[i, 0] <= w["per_image"][i] + 1e-12
+            exact = brute_force.pooled_miou(logits[i : i + 1], target[i : i + 1], e, 1.0)
+            assert exact <= w["per_image"][i] + 1e-12
+        assert w["miou"] == pytest.approx(np.mean(w["per_image"]))
