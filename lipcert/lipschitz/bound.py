@@ -22,16 +22,15 @@ from ..core.config import LIPSCHITZ_REL_SLACK
 from ..core.errors import LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
-from .graph_facts import node_facts, tensor_args
+from .graph_facts import input_size, node_facts, tensor_args
 from .layer_bounds import (
     LAYER_BOUNDS,
     REFUSED_LAYERS,
     adds_behaviour,
-    conv_batchnorm_bound,
     layer_bound,
     layer_bounds,
-    merges_with_batchnorm,
 )
+from .neighbourhoods import merged_bound, only_feeds_merged_batchnorms
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
     F.relu,
@@ -80,14 +79,6 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in LAYER_BOUNDS or isinstance(m, tuple(LAYER_BOUNDS)) or super().is_leaf_module(m, qualname)
-
-
-def _input_size(node: fx.Node, facts: dict | None) -> tuple[int, int] | None:
-    """Spatial size of a module call's input, from the zero-input run of the graph (None if not run)."""
-    if facts is None or not node.args or node.args[0] not in facts["shapes"]:
-        return None
-    shape = facts["shapes"][node.args[0]]
-    return tuple(shape[-2:]) if len(shape) >= 3 else None
 
 
 def _check_input_shape(input_shape) -> None:
@@ -233,72 +224,14 @@ def _module_call_bound(node: fx.Node, mod: nn.Module, prev: list, ctx: tuple, un
     if len(dependent) > 1:
         unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
     inputs[node] = dependent[0] if dependent else 0.0
-    if inputs[node] > 0.0 and _only_feeds_merged_batchnorms(node, mod, modules):
+    if inputs[node] > 0.0 and only_feeds_merged_batchnorms(node, mod, modules):
         return math.inf  # never read: each user bounds the merged pair (this product is not needed)
-    factor = layer_bound(mod, _input_size(node, sized))  # each call at the size it sees
+    factor = layer_bound(mod, input_size(node, sized))  # each call at the size it sees
     if factor is None:
         unknown.append(_unknown_module(node.target, mod))
         return math.nan
-    merged = _merged_bound(node, mod, modules, sized, facts, bounds, inputs)
+    merged = merged_bound(node, mod, modules, sized, facts, bounds, inputs)
     return factor * inputs[node] if merged is None else min(factor * inputs[node], merged)
-
-
-def _only_feeds_merged_batchnorms(node: fx.Node, mod: nn.Module, modules: dict) -> bool:
-    """A Conv2d whose every user is a BatchNorm2d that :func:`conv_batchnorm_bound` merges with it."""
-    if not node.users:
-        return False
-    for user in node.users:
-        bn = modules.get(user.target) if user.op == "call_module" else None
-        if bn is None or not merges_with_batchnorm(mod, bn) or user.args[:1] != (node,):
-            return False
-    return True
-
-
-def _concat_parts(node: fx.Node, facts, bounds: dict) -> list | None:
-    """``[(channel slice, bound), ...]`` when a module's input is a channel concatenation, else None.
-
-    (Other users of the concatenation do not matter: the result bounds this module's map from the parts.)
-    """
-    src = node.args[0] if node.args else None
-    if not isinstance(src, fx.Node) or src.op != "call_function" or src.target not in (torch.cat, torch.concat):
-        return None
-    dim = src.kwargs.get("dim", src.args[1] if len(src.args) > 1 else 0)
-    pieces = src.args[0] if src.args else None
-    if facts is None or not isinstance(pieces, (list, tuple)):
-        return None
-    shapes = [facts["shapes"].get(p) if isinstance(p, fx.Node) else None for p in pieces]
-    if any(s is None or len(s) != 4 for s in shapes) or dim not in (1, -3):
-        return None
-    parts, start = [], 0
-    for p, s in zip(pieces, shapes, strict=True):
-        parts.append((slice(start, start + s[1]), bounds.get(p, 0.0)))
-        start += s[1]
-    return parts
-
-
-def _merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bounds, inputs) -> float | None:
-    """Tighter bounds of a module call from its neighbours, or None.
-
-    A convolution whose input is a channel concatenation: the sum over the parts. A BatchNorm whose input
-    is a convolution's output: the pair as one merged convolution (with the parts of the convolution's
-    input). Both bound the map from the image to this node's value, whatever else uses the intermediate
-    values (those keep their own bounds).
-    """
-    if type(mod) is nn.Conv2d:
-        parts = _concat_parts(node, facts, bounds)
-        return None if parts is None else conv_batchnorm_bound(mod, None, _input_size(node, sized), parts)
-    src = node.args[0] if node.args else None
-    if not isinstance(src, fx.Node) or src.op != "call_module" or src not in inputs:
-        return None
-    conv, hw = modules[src.target], _input_size(src, sized)
-    factor = conv_batchnorm_bound(conv, mod, hw)
-    if factor is None:
-        return None
-    best = factor * inputs[src]  # (when the convolution alone was not bounded, the product here is inf)
-    parts = _concat_parts(src, facts, bounds)
-    if parts is not None:
-        best = min(best, conv_batchnorm_bound(conv, mod, hw, parts))
-    return best
 
 
 _BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE

@@ -101,3 +101,11 @@ def probe_shape(root: nn.Module):
         if isinstance(c, int):
             return (c, 64, 64)
     return None
+
+
+def input_size(node: fx.Node, facts: dict | None) -> tuple[int, int] | None:
+    """Spatial size of a module call's input, from the zero-input run of the graph (None if not run)."""
+    if facts is None or not node.args or node.args[0] not in facts["shapes"]:
+        return None
+    shape = facts["shapes"][node.args[0]]
+    return tuple(shape[-2:]) if len(shape) >= 3 else None

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import lipcert.lipschitz.bound as bound_module
+import lipcert.lipschitz.neighbourhoods as neighbourhoods
 from lipcert import lipschitz_bound
 
 
@@ -31,13 +31,13 @@ def _bn(c, gen, affine=True):
 
 def _unmerged(model, shape):
     """The bound with both merges switched off: the product of the layer bounds."""
-    saved = bound_module.conv_batchnorm_bound, bound_module.merges_with_batchnorm
-    bound_module.conv_batchnorm_bound = lambda *args: None
-    bound_module.merges_with_batchnorm = lambda *args: False
+    saved = neighbourhoods.conv_batchnorm_bound, neighbourhoods.merges_with_batchnorm
+    neighbourhoods.conv_batchnorm_bound = lambda *args: None
+    neighbourhoods.merges_with_batchnorm = lambda *args: False
     try:
         return lipschitz_bound(model, shape, progress=False)
     finally:
-        bound_module.conv_batchnorm_bound, bound_module.merges_with_batchnorm = saved
+        neighbourhoods.conv_batchnorm_bound, neighbourhoods.merges_with_batchnorm = saved
 
 
 @settings(max_examples=25, deadline=None)
