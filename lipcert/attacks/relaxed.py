@@ -90,8 +90,29 @@ def miou_drop_table(cm: np.ndarray) -> np.ndarray:
     return np.where((j != k) & (cm[t, j] > 0), drop, 0.0)
 
 
+def move_drop(cm: np.ndarray, t: int, j: int, k: int) -> float:
+    """Exact drop of the pooled mIoU when one pixel of true class t moves from prediction j to k (j != k)."""
+    inter = np.diag(cm).astype(np.float64)
+    union = (cm.sum(0) + cm.sum(1)).astype(np.float64) - inter
+    present = union > 0
+    if not present.any():
+        return 0.0
+    before = float((inter[present] / union[present]).mean())
+    inter[j] -= t == j
+    union[j] += (t == j) - 1
+    inter[k] += t == k
+    union[k] += 1 - (t == k)
+    present = union > 0
+    return before - float((inter[present] / union[present]).mean()) if present.any() else 0.0
+
+
 def _image_round(i, priced, z0, z, pred, y, cm, spent, done, allowance) -> int:
-    """Flips of image i, best mIoU drop per cost first, until it has spent ``allowance``; updates in place."""
+    """Flips of image i, best mIoU drop per cost first, until it has spent ``allowance``; updates in place.
+
+    The order comes from the drops at the counts when the round starts; each flip is then taken only if
+    its exact drop at the current counts is positive, so every flip lowers the mIoU (drops do not add up:
+    a class a first flip brings into the mean changes what later flips are worth).
+    """
     cost, level = priced
     gain = miou_drop_table(cm)[y[i][None, :], pred[i][None, :], np.arange(cost.shape[0])[:, None]]  # (K, P)
     gain[:, y[i] < 0] = 0.0
@@ -103,7 +124,7 @@ def _image_round(i, priced, z0, z, pred, y, cm, spent, done, allowance) -> int:
     order = order[np.isfinite(best[order])]
     flips = 0
     for p, k in zip(order.tolist(), best_k[order].tolist(), strict=True):
-        if done[i, p] or spent[i] + cost[k, p] > allowance:
+        if done[i, p] or spent[i] + cost[k, p] > allowance or move_drop(cm, y[i, p], pred[i, p], k) <= 0:
             continue
         spent[i] += cost[k, p]
         done[i, p] = True

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lipcert import CertifiedMetric
-from lipcert.attacks.relaxed import miou_drop_table, relaxed_miou_witness
+from lipcert.attacks.relaxed import miou_drop_table, move_drop, relaxed_miou_witness
 from lipcert.core.errors import LipcertError
 
 
@@ -46,9 +46,9 @@ def test_witness_is_inside_the_budget_and_its_miou_is_what_its_argmax_gives(seed
     norms = np.sqrt((change**2).sum(axis=(1, 2, 3)))
     assert (norms <= lip * eps).all() and np.allclose(norms, w["norms"])
     pred = w["logits"].argmax(1)
-    assert w["miou"] == pytest.approx(_pooled_miou(pred, target, k))
-    assert w["clean_miou"] == pytest.approx(_pooled_miou(logits.argmax(1), target, k))
-    assert w["miou"] <= w["clean_miou"] + 1e-12
+    assert w["miou"] == pytest.approx(_pooled_miou(pred, target, k), nan_ok=True)
+    assert w["clean_miou"] == pytest.approx(_pooled_miou(logits.argmax(1), target, k), nan_ok=True)
+    assert np.isnan(w["clean_miou"]) or w["miou"] <= w["clean_miou"] + 1e-12  # every flip lowers the mIoU
 
 
 @settings(max_examples=30, deadline=None)
@@ -135,6 +135,7 @@ def test_the_drop_table_equals_recomputing_the_pooled_miou_after_each_move(seed)
             moved[t, j] -= 1
             moved[t, c] += 1
             expected = miou(cm) - miou(moved)
+            assert move_drop(cm, t, j, c) == pytest.approx(expected, abs=1e-12)
         assert table[t, j, c] == pytest.approx(expected, abs=1e-12)
 
 
