@@ -54,6 +54,36 @@ def init_from_env(timeout_s: float = 1800.0) -> bool:
     return dist.get_world_size() > 1
 
 
+def group_exists() -> bool:
+    """True when a torch.distributed process group is initialised in this process.
+
+    Examples:
+        >>> group_exists()
+        False
+    """
+    return dist.is_available() and dist.is_initialized()
+
+
+def leave(wait: bool) -> None:
+    """Leave the process group this process joined, if any (its background threads stop cleanly).
+
+    Without it the gloo group's threads are torn down with the interpreter, which can abort a process
+    after its work is done ("terminate called without an active exception").
+
+    Args:
+        wait: wait for the other processes first (a barrier), so that none is still in a collective;
+            False after an error, when the others may never arrive.
+
+    Examples:
+        >>> leave(wait=True)  # a plain process: nothing to leave
+    """
+    if not group_exists():
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def rank_and_size() -> tuple[int, int]:
     """(this process's rank, the number of processes); (0, 1) outside a process group.
 
