@@ -77,3 +77,11 @@ def pooled_miou(logits, target, eps, lipschitz):
         defined = union > 0
         best = min(best, float(np.mean(inter[defined] / union[defined])))
     return best
+
+
+def tiny_dataset(rng, n_images, n_pixels, n_classes):
+    """Random (B, K, 1, N) float64 logits with small integer gaps (ties broken) and (B, 1, N) labels."""
+    logits = rng.integers(-2, 3, size=(n_images, n_classes, 1, n_pixels)).astype(np.float64)
+    logits += rng.uniform(0.0, 0.01, size=logits.shape)  # break ties
+    target = rng.integers(0, n_classes, size=(n_images, 1, n_pixels))
+    return logits, target

@@ -26,11 +26,9 @@ def _pooled_miou(pred, target, k, ignore=255):
     return float(np.mean(ious))
 
 
-def _dataset(rng, n_images, n_pixels, k):
-    logits = rng.integers(-2, 3, size=(n_images, k, 1, n_pixels)).astype(np.float64)
-    logits += rng.uniform(0.0, 0.01, size=logits.shape)
-    target = rng.integers(0, k, size=(n_images, 1, n_pixels))
-    return logits, target
+def _change_norms(witness, logits):
+    """l2 norm of each image's logit change, recomputed from the returned logits."""
+    return np.sqrt(((witness["logits"] - np.asarray(logits)) ** 2).sum(axis=(1, 2, 3)))
 
 
 @settings(max_examples=30, deadline=None)
@@ -38,12 +36,11 @@ def _dataset(rng, n_images, n_pixels, k):
 def test_witness_is_inside_the_budget_and_its_miou_is_what_its_argmax_gives(seed):
     rng = np.random.default_rng(seed)
     k = int(rng.integers(2, 5))
-    logits, target = _dataset(rng, int(rng.integers(1, 4)), int(rng.integers(2, 9)), k)
+    logits, target = brute_force.tiny_dataset(rng, int(rng.integers(1, 4)), int(rng.integers(2, 9)), k)
     target[rng.random(target.shape) < 0.1] = 255
     eps, lip = float(rng.choice([0.1, 0.5, 1.0, 3.0])), float(rng.choice([0.5, 1.0, 4.0]))
     w = relaxed_miou_witness(torch.from_numpy(logits), torch.from_numpy(target), eps, lip)
-    change = w["logits"] - logits
-    norms = np.sqrt((change**2).sum(axis=(1, 2, 3)))
+    norms = _change_norms(w, logits)
     assert (norms <= lip * eps).all() and np.allclose(norms, w["norms"])
     pred = w["logits"].argmax(1)
     assert w["miou"] == pytest.approx(_pooled_miou(pred, target, k), nan_ok=True)
@@ -56,7 +53,7 @@ def test_witness_is_inside_the_budget_and_its_miou_is_what_its_argmax_gives(seed
 def test_witness_never_beats_the_brute_force_of_the_relaxation_and_every_bound_stays_below_it(seed):
     """Lower-bound costs relax the witness's exact costs: brute force <= witness; sound bounds <= witness."""
     rng = np.random.default_rng(seed)
-    logits, target = _dataset(rng, 2, 3, 3)
+    logits, target = brute_force.tiny_dataset(rng, 2, 3, 3)
     for e in (0.5, 1.0, 2.0):
         w = relaxed_miou_witness(torch.from_numpy(logits), torch.from_numpy(target), e, 1.0)
         assert brute_force.pooled_miou(logits, target, e, 1.0) <= w["miou"] + 1e-12
@@ -148,8 +145,7 @@ def test_witness_holds_at_the_ends_of_float64_and_on_ties(scale):
     y = torch.randint(0, 3, (2, 4, 4), generator=gen)
     for eps in (1e-3, 0.1, 10.0):
         w = relaxed_miou_witness(z, y, eps, 1.0)
-        norms = np.sqrt(((w["logits"] - z.numpy()) ** 2).sum(axis=(1, 2, 3)))
-        assert (norms <= eps).all()
+        assert (_change_norms(w, z.numpy()) <= eps).all()
         assert w["miou"] == pytest.approx(_pooled_miou(w["logits"].argmax(1), y.numpy(), 3))
 
 
@@ -168,12 +164,11 @@ def test_macro_witness_is_per_image_and_above_every_per_image_bound_and_brute_fo
     from lipcert import certify_logits
 
     rng = np.random.default_rng(seed)
-    logits, target = _dataset(rng, 3, 3, 3)
+    logits, target = brute_force.tiny_dataset(rng, 3, 3, 3)
     for e in (0.5, 1.0, 2.0):
         w = relaxed_miou_witness(torch.from_numpy(logits), torch.from_numpy(target), e, 1.0, average="macro")
         cert = certify_logits(torch.from_numpy(logits), [e], "miou", torch.from_numpy(target), lipschitz=1.0)
-        norms = np.sqrt(((w["logits"] - logits) ** 2).sum(axis=(1, 2, 3)))
-        assert (norms <= e).all()
+        assert (_change_norms(w, logits) <= e).all()
         pred = w["logits"].argmax(1)
         for i in range(3):
             assert w["per_image"][i] == pytest.approx(_pooled_miou(pred[i], target[i], 3))
@@ -181,3 +176,14 @@ def test_macro_witness_is_per_image_and_above_every_per_image_bound_and_brute_fo
             exact = brute_force.pooled_miou(logits[i : i + 1], target[i : i + 1], e, 1.0)
             assert exact <= w["per_image"][i] + 1e-12
         assert w["miou"] == pytest.approx(np.mean(w["per_image"]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"rounds": 0}, "rounds"), ({"rounds": 1.5}, "rounds"), ({"ignore_index": "none"}, "ignore_index"),
+     ({"lipschitz": -1.0}, "L|lipschitz"), ({"average": None}, "average")],
+)  # fmt: skip
+def test_bad_options_are_refused_naming_them(kwargs, match):
+    args = {"eps": 0.1, "lipschitz": 1.0, **kwargs}
+    with pytest.raises(LipcertError, match=match):
+        relaxed_miou_witness(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), **args)

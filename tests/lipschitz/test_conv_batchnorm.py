@@ -3,21 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from dense_jacobian import jacobian_norm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import lipcert.lipschitz.neighbourhoods as neighbourhoods
 from lipcert import lipschitz_bound
-
-
-def _jacobian_norm(model, shape, at=None):
-    """Exact operator norm of the model's Jacobian at ``at`` (default 0), float64."""
-    model = model.double().eval()
-    x = torch.zeros(1, *shape, dtype=torch.float64) if at is None else at.double()
-    jac = torch.autograd.functional.jacobian(lambda v: model(v).flatten(), x).reshape(-1, x.numel())
-    model.float()
-    return float(torch.linalg.matrix_norm(jac, 2))
 
 
 def _bn(c, gen, affine=True):
@@ -54,7 +46,7 @@ def test_merged_bound_is_above_the_exact_norm_and_at_most_the_product(seed):
     model = nn.Sequential(conv, _bn(c_out, gen, affine=bool(rng.integers(2))))
     shape = (c_in, int(rng.integers(5, 10)), int(rng.integers(5, 10)))
     merged = lipschitz_bound(model, shape, progress=False)
-    assert merged >= _jacobian_norm(model, shape) * (1 - 1e-9)
+    assert merged >= jacobian_norm(model, shape) * (1 - 1e-9)
     assert merged <= _unmerged(model, shape) * (1 + 1e-9)
 
 
@@ -94,7 +86,7 @@ class _NotBatchNorm(nn.BatchNorm2d):
 def test_a_shared_convolution_is_merged_soundly_and_a_batchnorm_subclass_is_not_merged():
     gen = torch.Generator().manual_seed(0)
     shared = _Shared(gen).eval()
-    assert _jacobian_norm(shared, (2, 6, 6)) <= lipschitz_bound(shared, (2, 6, 6), progress=False)
+    assert jacobian_norm(shared, (2, 6, 6)) <= lipschitz_bound(shared, (2, 6, 6), progress=False)
     assert lipschitz_bound(shared, (2, 6, 6), progress=False) <= _unmerged(shared, (2, 6, 6))
     conv = nn.Conv2d(2, 2, 3, padding=1)
     odd = _NotBatchNorm(2).eval()
@@ -104,7 +96,7 @@ def test_a_shared_convolution_is_merged_soundly_and_a_batchnorm_subclass_is_not_
     with layer_bounds({_NotBatchNorm: lambda m, hw: 10.0}):  # the user's bound for the subclass
         b = lipschitz_bound(nn.Sequential(conv, odd), (2, 6, 6), progress=False)
         assert b == _unmerged(nn.Sequential(conv, odd), (2, 6, 6))  # the product: no merge for a subclass
-    assert b >= _jacobian_norm(nn.Sequential(conv, odd).eval(), (2, 6, 6))
+    assert b >= jacobian_norm(nn.Sequential(conv, odd).eval(), (2, 6, 6))
 
 
 class _Concat(nn.Module):
@@ -132,7 +124,7 @@ def test_a_concatenated_input_is_bounded_part_by_part_soundly(seed, bn):
     got = lipschitz_bound(model, shape, progress=False)
     for _ in range(3):  # relu active on a random part: the Jacobian differs from point to point
         point = torch.randn(1, *shape, generator=gen)
-        assert got >= _jacobian_norm(model, shape, point) * (1 - 1e-9)
+        assert got >= jacobian_norm(model, shape, point) * (1 - 1e-9)
     assert got <= _unmerged(model, shape) * (1 + 1e-9)
 
 
@@ -162,5 +154,5 @@ def test_a_convolution_read_by_two_batchnorms_or_fed_a_constant_is_bounded_finit
     gen = torch.Generator().manual_seed(5)
     model = _TwoNorms(gen).eval()
     got = lipschitz_bound(model, (2, 6, 6), progress=False)
-    assert np.isfinite(got) and got >= _jacobian_norm(model, (2, 6, 6)) * (1 - 1e-9)
+    assert np.isfinite(got) and got >= jacobian_norm(model, (2, 6, 6)) * (1 - 1e-9)
     assert got <= _unmerged(model, (2, 6, 6)) * (1 + 1e-9)

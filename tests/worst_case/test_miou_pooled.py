@@ -46,18 +46,11 @@ def test_class_minimum_equals_enumeration_over_every_prefix_choice(seed):
     assert spend.shape == (n_images,) and (spend >= 0).all()
 
 
-def _tiny_dataset(rng, n_images, n_pixels, n_classes):
-    logits = rng.integers(-2, 3, size=(n_images, n_classes, 1, n_pixels)).astype(np.float64)
-    logits += rng.uniform(0.0, 0.01, size=logits.shape)  # break ties
-    target = rng.integers(0, n_classes, size=(n_images, 1, n_pixels))
-    return logits, target
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_pooled_split_lies_between_the_mean_of_classes_and_the_brute_force_optimum(seed):
     rng = np.random.default_rng(seed)
-    logits, target = _tiny_dataset(rng, 2, 3, 3)
+    logits, target = brute_force.tiny_dataset(rng, 2, 3, 3)
     eps = [0.0, 0.5, 1.0, 2.0]
     metric = CertifiedMetric("miou", eps, lipschitz=1.0, average="micro")
     metric.update(torch.from_numpy(logits), torch.from_numpy(target))
@@ -74,7 +67,7 @@ def test_pooled_split_lies_between_the_mean_of_classes_and_the_brute_force_optim
 def test_every_price_vector_gives_a_lower_bound(seed):
     """Weak duality on its own, without the price search: any prices >= 0 give a sound bound."""
     rng = np.random.default_rng(seed)
-    logits, target = _tiny_dataset(rng, 3, 2, 3)
+    logits, target = brute_force.tiny_dataset(rng, 3, 2, 3)
     e = float(rng.choice([0.5, 1.0, 1.5]))
     problem, *_ = evaluate_iou(torch.from_numpy(logits), torch.from_numpy(target), np.array([e]), "miou", 1.0,
                                None, per_image=False)  # fmt: skip
@@ -114,7 +107,7 @@ def test_pooled_split_is_strictly_tighter_than_the_mean_of_classes():
 
 def test_pooled_split_does_not_depend_on_image_order_or_batching():
     rng = np.random.default_rng(3)
-    logits, target = _tiny_dataset(rng, 6, 4, 3)
+    logits, target = brute_force.tiny_dataset(rng, 6, 4, 3)
     logits = np.concatenate([logits, logits[:2]])  # identical images too
     target = np.concatenate([target, target[:2]])
     eps = [0.3, 0.8]
