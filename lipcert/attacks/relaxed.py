@@ -65,13 +65,12 @@ def _miou(cm: np.ndarray) -> float:
     return macro_mean(iou_from_confusion(cm))
 
 
-def miou_drop_table(cm: np.ndarray) -> np.ndarray:
-    """(K, K, K) drop of the pooled mIoU when one pixel of true class t moves from prediction j to k.
+def _drops(cm: np.ndarray, t, j, k):
+    """Drop of the pooled mIoU when one pixel of true class t moves from prediction j to k (ints or arrays).
 
     Only classes j and k change: ``I_j -= [t == j]``, ``U_j += [t == j] - 1``, ``I_k += [t == k]``,
     ``U_k += 1 - [t == k]``; a class enters or leaves the mean when its union leaves or reaches 0.
     """
-    k_n = cm.shape[0]
     inter = np.diag(cm).astype(np.float64)
     union = (cm.sum(0) + cm.sum(1)).astype(np.float64) - inter
 
@@ -80,30 +79,26 @@ def miou_drop_table(cm: np.ndarray) -> np.ndarray:
 
     total, present = iou(inter, union).sum(), float((union > 0).sum())
     if present == 0:
-        return np.zeros((k_n, k_n, k_n))  # no labelled pixel: nothing to lower
-    t, j, k = np.meshgrid(*(np.arange(k_n),) * 3, indexing="ij")
-    tj, tk = (t == j).astype(np.float64), (t == k).astype(np.float64)
+        return np.zeros(np.broadcast(t, j, k).shape)  # no labelled pixel: nothing to lower
+    tj, tk = np.equal(t, j).astype(np.float64), np.equal(t, k).astype(np.float64)
     ij, uj, ik, uk = inter[j] - tj, union[j] + tj - 1, inter[k] + tk, union[k] + 1 - tk
     new_total = total - iou(inter[j], union[j]) - iou(inter[k], union[k]) + iou(ij, uj) + iou(ik, uk)
     new_present = present - (union[j] > 0) - (union[k] > 0) + (uj > 0) + (uk > 0)
-    drop = total / present - new_total / np.maximum(new_present, 1.0)
-    return np.where((j != k) & (cm[t, j] > 0), drop, 0.0)
+    return total / present - new_total / np.maximum(new_present, 1.0)
+
+
+def miou_drop_table(cm: np.ndarray) -> np.ndarray:
+    """(K, K, K) drop of the pooled mIoU when one pixel of true class t moves from prediction j to k.
+
+    0 where no such pixel exists (``cm[t, j] == 0``) or ``j == k``.
+    """
+    t, j, k = np.meshgrid(*(np.arange(cm.shape[0]),) * 3, indexing="ij")
+    return np.where((j != k) & (cm[t, j] > 0), _drops(cm, t, j, k), 0.0)
 
 
 def move_drop(cm: np.ndarray, t: int, j: int, k: int) -> float:
     """Exact drop of the pooled mIoU when one pixel of true class t moves from prediction j to k (j != k)."""
-    inter = np.diag(cm).astype(np.float64)
-    union = (cm.sum(0) + cm.sum(1)).astype(np.float64) - inter
-    present = union > 0
-    if not present.any():
-        return 0.0
-    before = float((inter[present] / union[present]).mean())
-    inter[j] -= t == j
-    union[j] += (t == j) - 1
-    inter[k] += t == k
-    union[k] += 1 - (t == k)
-    present = union > 0
-    return before - float((inter[present] / union[present]).mean()) if present.any() else 0.0
+    return float(_drops(cm, t, j, k))
 
 
 def _image_round(i, priced, z0, z, pred, y, cm, spent, done, allowance) -> int:
