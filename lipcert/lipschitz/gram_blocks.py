@@ -193,13 +193,13 @@ def _torus_dilation(stride, dilation) -> tuple[int, int]:
     return tuple(1 if s == 1 else d for s, d in zip(stride, dilation, strict=True))
 
 
-def coarse_points(w: torch.Tensor, stride, dilation) -> list[int]:
+def coarse_points(w: torch.Tensor, stride, dilation, per_degree: int = 32) -> list[int]:
     """Coarse grid size per axis for the whole-torus bound: ``32 d`` points (0.24 % per axis on the norm)."""
     dilation = _torus_dilation(stride, dilation)
-    return [max(1, 32 * _symbol_degree(k, s, d)) for k, s, d in zip(w.shape[2:], stride, dilation, strict=True)]
+    return [max(1, per_degree * _symbol_degree(k, s, d)) for k, s, d in zip(w.shape[2:], stride, dilation, strict=True)]
 
 
-def torus_eigenvalue(w: torch.Tensor, stride, dilation) -> tuple[float, int]:
+def torus_eigenvalue(w: torch.Tensor, stride, dilation, per_degree: int = 32) -> tuple[float, int]:
     """Upper bound on ``lambda_max`` of the Gram symbol over the whole frequency torus (any input size).
 
     For a unit vector u, ``p_u(phi) = u^H G(phi) u`` is a non-negative real trigonometric polynomial of
@@ -213,7 +213,7 @@ def torus_eigenvalue(w: torch.Tensor, stride, dilation) -> tuple[float, int]:
     degree. Returns the bound and the number of blocks refined.
     """
     dilation = _torus_dilation(stride, dilation)
-    points = coarse_points(w, stride, dilation)
+    points = coarse_points(w, stride, dilation, per_degree)
     degrees = [_symbol_degree(k, s, d) for k, s, d in zip(w.shape[2:], stride, dilation, strict=True)]
     grid = tuple(m * s for m, s in zip(points, stride, strict=True))
     parts, sign, out_grid = gram_symbol(w, stride, dilation, grid)

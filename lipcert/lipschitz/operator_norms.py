@@ -22,7 +22,9 @@ Two bounds are computed for a convolution and the smaller one is used; both are 
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -43,6 +45,38 @@ _SAFE_PADDING = ("zeros", "circular", "replicate")
 # cheap bounds are tight) stops after _FINE_BUDGET blocks.
 _COARSE_BLOCKS = 4096
 _FINE_BUDGET = 512
+
+
+# Norms already computed, keyed by the kernel's bytes (a 256-bit digest), shape, geometry and grid: the
+# bounds across activations ask again for kernels and grids the layer bounds have seen.
+_MEMO: OrderedDict = OrderedDict()
+_MEMO_SIZE = 256
+
+
+def _memo_key(kind: str, w: torch.Tensor, geometry: tuple) -> tuple:
+    digest = hashlib.blake2b(w.detach().cpu().contiguous().numpy().tobytes(), digest_size=32).digest()
+    return (kind, digest, tuple(w.shape), str(w.dtype), geometry)
+
+
+def _memoised(kind: str, w: torch.Tensor, geometry: tuple, compute):
+    key = _memo_key(kind, w, geometry)
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    value = compute()
+    _MEMO[key] = value
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return value
+
+
+def clear_norm_cache() -> None:
+    """Forget the memoised norms (for cold timings; the results never depend on the cache).
+
+    Examples:
+        >>> clear_norm_cache()
+    """
+    _MEMO.clear()
 
 
 def _overlap_count(k: int, s: int, d: int) -> int:
@@ -100,10 +134,16 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
         grid: (N_h, N_w) periodic input size, each divisible by its stride.
     """
     w = weight.detach().to(torch.float64)
-    c_out, c_in = w.shape[:2]
     (sh, sw), (nh, nw) = stride, grid
     if nh % sh or nw % sw:
         raise LipschitzBoundError(f"Fourier bound needs a grid divisible by the stride, got {grid} / {stride}.")
+    geometry = (tuple(stride), tuple(dilation), tuple(grid))
+    return _memoised("circular", w, geometry, lambda: _circular_strided_norm(w, stride, dilation, grid))
+
+
+def _circular_strided_norm(w: torch.Tensor, stride, dilation, grid) -> float:
+    c_out, c_in = w.shape[:2]
+    sh, sw = stride
     if c_out > c_in * sh * sw and sh * sw > 1:
         # a strided isometry (rare: few input channels): evaluate M^H M from the blocks themselves
         return _explicit_strided_norm(w, stride, dilation, grid)
@@ -112,7 +152,8 @@ def circular_strided_norm(weight: torch.Tensor, stride, dilation, grid) -> float
     coarse = coarse_points(w, stride, dilation)
     cap, budget = math.inf, None
     if fine_blocks > max(_COARSE_BLOCKS, 2 * (coarse[0] // 2 + 1) * coarse[1]):
-        cap, refined = torus_eigenvalue(w, stride, dilation)
+        geometry = (tuple(stride), tuple(dilation))
+        cap, refined = _memoised("torus", w, geometry, lambda: torus_eigenvalue(w, stride, dilation))
         if refined > _FINE_BUDGET or coarse == [1, 1]:  # loose cheap bounds, or a constant symbol (exact)
             return math.sqrt(cap)
         budget = _FINE_BUDGET
@@ -195,6 +236,89 @@ def conv2d_bound(
         grid = tuple(int(math.ceil(m / s) * s) for m, s in zip(sizes, module.stride, strict=True))
         bound = min(bound, circular_strided_norm(weight, module.stride, module.dilation, grid))
     return bound * scale
+
+
+def full_support_bound(weight: torch.Tensor, stride, dilation, in_hw: tuple[int, int], coarse: bool = False) -> float:
+    """Bound on the convolution over the whole plane of inputs supported in an ``in_hw`` box.
+
+    ``(F x)[j] = sum_t W_t x[s j + d t]`` for every output position j in Z^2 (not only a layer's output
+    window), x zero outside an (H, W) box: the norm of this map bounds the layer with any zero padding
+    (which keeps a window of these outputs) and is what a chain of convolutions composes exactly. With
+    the effective extent ``e = d (k - 1) + 1``, a circular grid of ``N >= n + e - 1`` (a multiple of s) per
+    axis holds every non-zero output once and no tap wraps onto the box (docs/models.md), so the circular
+    norm (:func:`circular_strided_norm`) and the receptive-field bound both bound it; the smaller is kept.
+
+    Args:
+        weight: (C_out, C_in, kh, kw) dense kernel (groups expanded, any output scaling applied).
+        stride: (s_h, s_w).
+        dilation: (d_h, d_w).
+        in_hw: (H, W) of the box the input lives in.
+        coarse: bound by the whole frequency torus (valid at every size) when that is cheaper: a torus
+            bound already computed for this kernel, or one on 16 points per unit of the symbol's degree
+            (within 2 % of its supremum) when the grid has more than twice as many blocks.
+
+    Returns:
+        The bound, a float.
+
+    Examples:
+        >>> round(full_support_bound(torch.ones(1, 1, 2, 1), (1, 1), (1, 1), (8, 8)), 6)  # the (1, 1) filter: at most 2
+        2.0
+    """
+    unit, scale = _unit_scale(weight.detach().to(torch.float64))
+    bound = receptive_field_bound(unit, stride, dilation)
+    if unit.shape[2] * unit.shape[3] > 1:
+        extent = [d * (k - 1) + 1 for k, d in zip(unit.shape[2:], dilation, strict=True)]
+        grid = tuple(int(math.ceil((n + e - 1) / s) * s) for n, e, s in zip(in_hw, extent, stride, strict=True))
+        exact = _torus_or_grid if coarse else circular_strided_norm
+        bound = min(bound, exact(unit, stride, dilation, grid))
+    return bound * scale
+
+
+def _torus_or_grid(unit: torch.Tensor, stride, dilation, grid) -> float:
+    """The cheapest of: a whole-torus bound already computed, one on 16 points per degree, the grid's."""
+    torus = (tuple(stride), tuple(dilation))
+    key = _memo_key("torus", unit, torus)
+    if key in _MEMO:
+        return math.sqrt(_MEMO[key][0])
+    points = coarse_points(unit, stride, dilation, per_degree=16)
+    if (grid[0] // stride[0]) * (grid[1] // stride[1]) > 2 * points[0] * points[1]:
+        value, _ = _memoised("torus", unit, (*torus, 16), lambda: torus_eigenvalue(unit, stride, dilation, 16))
+        return math.sqrt(value)
+    return circular_strided_norm(unit, stride, dilation, grid)
+
+
+def compose_kernels(inner: torch.Tensor, inner_geometry, outer: torch.Tensor, outer_geometry):
+    """The one convolution ``F_outer o F_inner`` over the whole plane: its kernel and stride.
+
+    With ``(F x)[j] = sum_t W_t x[s j + d t]`` per axis, ``(F_2 F_1 x)[i] = sum_u K_u x[s_1 s_2 i + u]`` with
+    ``K_u = sum_{s_1 d_2 t_2 + d_1 t_1 = u} W2_{t_2} W1_{t_1}`` (channel matrices multiplied): a convolution
+    of stride ``s_1 s_2``, dilation 1 and extent ``s_1 d_2 (k_2 - 1) + d_1 (k_1 - 1) + 1``, exactly.
+
+    Args:
+        inner: (M, C_in, k1h, k1w) dense float64 kernel applied first.
+        inner_geometry: ``(stride, dilation)`` of the inner kernel, each an (h, w) pair.
+        outer: (C_out, M, k2h, k2w) dense float64 kernel applied second.
+        outer_geometry: ``(stride, dilation)`` of the outer kernel.
+
+    Returns:
+        ``(kernel (C_out, C_in, eh, ew) float64, stride (h, w))``.
+
+    Examples:
+        >>> k, s = compose_kernels(torch.ones(1, 1, 2, 1), ((1, 1), (1, 1)), torch.ones(1, 1, 2, 1), ((2, 1), (1, 1)))
+        >>> k.flatten().tolist(), s
+        ([1.0, 2.0, 1.0], (2, 1))
+    """
+    (s1, d1), (s2, d2) = inner_geometry, outer_geometry
+    k1h, k1w = inner.shape[2:]
+    extent = [s1[a] * d2[a] * (outer.shape[2 + a] - 1) + d1[a] * (inner.shape[2 + a] - 1) + 1 for a in (0, 1)]
+    kernel = torch.zeros(outer.shape[0], inner.shape[1], *extent, dtype=torch.float64)
+    for th in range(outer.shape[2]):
+        for tw in range(outer.shape[3]):
+            oh, ow = s1[0] * d2[0] * th, s1[1] * d2[1] * tw
+            rows = slice(oh, oh + d1[0] * (k1h - 1) + 1, d1[0])
+            cols = slice(ow, ow + d1[1] * (k1w - 1) + 1, d1[1])
+            kernel[:, :, rows, cols] += torch.einsum("om,mcij->ocij", outer[:, :, th, tw], inner)
+    return kernel, (s1[0] * s2[0], s1[1] * s2[1])
 
 
 def conv_transpose2d_bound(module: torch.nn.ConvTranspose2d, in_hw: tuple[int, int] | None) -> float:
