@@ -9,8 +9,12 @@ derivatives in the tests.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
+import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from .operator_norms import axis_matrix, spectral_norm_upper
 
@@ -59,6 +63,55 @@ CONSTANT_MODULES: dict[type, float] = {
 }
 
 
+def _leaky_range(slope: float) -> tuple[float, float]:
+    return (min(float(slope), 1.0), max(float(slope), 1.0))
+
+
+# Slope ranges ``[lo, hi]``: every difference quotient ``(phi(u) - phi(w)) / (u - w)`` lies in it (mean value
+# theorem; one-sided derivatives for the piecewise ones). GELU and SiLU are ``x s(x)`` with ``s(x) + s(-x) = 1``,
+# so ``phi'(x) + phi'(-x) = 1`` and their least slope is ``1 - sup phi'`` (the tanh form of GELU too).
+MODULE_SLOPES: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
+    nn.ReLU: lambda m: (0.0, 1.0),
+    nn.ReLU6: lambda m: (0.0, 1.0),
+    nn.Hardtanh: lambda m: (0.0, 1.0),
+    nn.Tanh: lambda m: (0.0, 1.0),
+    nn.Sigmoid: lambda m: (0.0, 0.25),
+    nn.GELU: lambda m: (1.0 - GELU, GELU),
+    nn.SiLU: lambda m: (1.0 - SILU, SILU),
+    nn.LeakyReLU: lambda m: _leaky_range(m.negative_slope),
+    nn.ELU: lambda m: (min(0.0, float(m.alpha)), max(1.0, float(m.alpha))),
+    nn.PReLU: lambda m: (min(1.0, float(m.weight.detach().min())), max(1.0, float(m.weight.detach().max()))),
+}
+FUNCTION_SLOPES: dict = {
+    F.relu: (0.0, 1.0), torch.relu: (0.0, 1.0), "relu": (0.0, 1.0),
+    F.relu6: (0.0, 1.0), F.hardtanh: (0.0, 1.0), "hardtanh": (0.0, 1.0),
+    torch.tanh: (0.0, 1.0), F.tanh: (0.0, 1.0), "tanh": (0.0, 1.0),
+    torch.sigmoid: (0.0, 0.25), F.sigmoid: (0.0, 0.25), "sigmoid": (0.0, 0.25),
+    F.gelu: (1.0 - GELU, GELU), "gelu": (1.0 - GELU, GELU),
+    F.silu: (1.0 - SILU, SILU), "silu": (1.0 - SILU, SILU),
+}  # fmt: skip
+
+
+def activation_slopes(node: fx.Node, modules: dict) -> tuple[float, float] | None:
+    """The slope range of an elementwise activation node of one tensor, or None if it is not one.
+
+    Modules of the exact built-in types (a subclass may compute something else), the functions above,
+    and ``F.leaky_relu`` with a literal slope. Extra tensor arguments (e.g. an ``out=``) rule it out.
+    """
+    if node.op == "call_module":
+        mod = modules.get(node.target)
+        rule = MODULE_SLOPES.get(type(mod))
+        return None if rule is None or len(node.args) != 1 or node.kwargs else rule(mod)
+    if node.op not in ("call_function", "call_method"):
+        return None
+    if node.target in (F.leaky_relu, "leaky_relu"):
+        slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
+        ok = isinstance(slope, (int, float)) and not isinstance(slope, bool) and math.isfinite(slope)
+        return _leaky_range(slope) if ok else None
+    extra = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+    return None if extra else FUNCTION_SLOPES.get(node.target)
+
+
 def resize_bound(hw, size, scale_factor, mode, align_corners, recompute_scale_factor=None, antialias=False) -> float:
     """Exact operator norm (times 1 + 1e-9) of a 2-D resize of an (H, W) input, per channel.
 
@@ -92,6 +145,9 @@ __all__ = [
     "MISH",
     "SELU",
     "SILU",
+    "FUNCTION_SLOPES",
+    "MODULE_SLOPES",
+    "activation_slopes",
     "elu_constant",
     "leaky_constant",
     "prelu_constant",

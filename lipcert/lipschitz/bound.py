@@ -30,7 +30,7 @@ from .layer_bounds import (
     layer_bound,
     layer_bounds,
 )
-from .neighbourhoods import merged_bound, only_feeds_merged_batchnorms
+from .neighbourhoods import across_activation_bound, merged_bound, only_feeds_merged_batchnorms
 
 _KEEP = {  # functions and methods that are 1-Lipschitz in their (only) tensor argument
     F.relu,
@@ -231,7 +231,9 @@ def _module_call_bound(node: fx.Node, mod: nn.Module, prev: list, ctx: tuple, un
         unknown.append(_unknown_module(node.target, mod))
         return math.nan
     merged = merged_bound(node, mod, modules, sized, facts, bounds, inputs)
-    return factor * inputs[node] if merged is None else min(factor * inputs[node], merged)
+    best = factor * inputs[node] if merged is None else min(factor * inputs[node], merged)
+    chained = across_activation_bound(node, modules, sized, bounds, best)
+    return best if chained is None else min(best, chained)
 
 
 _BROADCASTING = _SUM | _ELEMENTWISE_PAIR | _SCALE

@@ -1,7 +1,8 @@
 """Neighbourhoods of the traced graph bounded as one operator, where a product of layer bounds is loose.
 
-A BatchNorm whose input is a convolution's output (one merged convolution) and a convolution whose input
-is a channel concatenation (part by part). Each rule bounds the map from the image to that node's value,
+A BatchNorm whose input is a convolution's output (one merged convolution), a convolution whose input
+is a channel concatenation (part by part), and a convolution reading an activation of a convolution
+(through the activation's slope range). Each rule bounds the map from the image to that node's value,
 whatever else reads the intermediate values (those keep their own bounds). Proofs: docs/models.md.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from .activations import activation_slopes
 from .graph_facts import input_size
-from .layer_bounds import conv_batchnorm_bound, merges_with_batchnorm
+from .layer_bounds import batchnorm_scale, conv_batchnorm_bound, merges_with_batchnorm
+from .operator_norms import compose_kernels, dense_weight, full_support_bound
 
 
 def only_feeds_merged_batchnorms(node: fx.Node, mod: nn.Module, modules: dict) -> bool:
@@ -70,3 +73,62 @@ def merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bou
     if parts is not None:
         best = min(best, conv_batchnorm_bound(conv, mod, hw, parts))
     return best
+
+
+_COMPOSITE_TAPS = 121  # larger composed kernels (dilations after strides: 75x75 in an ASPP) cost too much
+
+
+def _conv_unit(node, modules: dict):
+    """The ``(kernel, (stride, dilation), convolution node)`` of a zero-padded convolution call.
+
+    A Conv2d call, or a BatchNorm2d call merging with one (its scales folded into the float64 kernel);
+    None for anything else.
+    """
+    if not isinstance(node, fx.Node) or node.op != "call_module":
+        return None
+    mod, scale, conv_node = modules[node.target], None, node
+    if type(mod) is nn.BatchNorm2d:
+        conv_node = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if not isinstance(conv_node, fx.Node) or conv_node.op != "call_module":
+            return None
+        if not merges_with_batchnorm(modules[conv_node.target], mod):
+            return None
+        mod, scale = modules[conv_node.target], batchnorm_scale(mod)
+    if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or len(conv_node.args) != 1 or conv_node.kwargs:
+        return None
+    kernel = dense_weight(mod.weight, mod.groups)
+    if scale is not None:
+        kernel = kernel * scale.view(-1, 1, 1, 1)
+    return kernel, (tuple(mod.stride), tuple(mod.dilation)), conv_node
+
+
+def across_activation_bound(node: fx.Node, modules: dict, sized, bounds: dict, current: float) -> float | None:
+    """Bound of ``v = conv2(phi(conv1(g)))`` through the slope range of phi, or None.
+
+    Each convolution may carry its eval BatchNorm (merged); phi is elementwise with difference quotients
+    in ``[lo, hi]``, widened to hold 0 (the zeros outside conv1's output window). With F1, F2 the
+    convolutions over the whole plane, ``c = (lo + hi) / 2`` and ``r = (hi - lo) / 2``:
+    ``L(v) <= L(g) (c ||F2 F1|| + r ||F2|| ||F1||)``, where ``F2 F1`` is one strided convolution
+    (:func:`compose_kernels`). Skipped (None) when it cannot beat ``current`` or without input sizes.
+    """
+    outer = _conv_unit(node, modules)
+    act = outer[2].args[0] if outer is not None else None
+    slopes = activation_slopes(act, modules) if isinstance(act, fx.Node) else None
+    inner = _conv_unit(act.args[0], modules) if slopes is not None and len(act.args) >= 1 else None
+    if inner is None or inner[0].shape[0] != outer[0].shape[1]:
+        return None
+    g, hw = inner[2].args[0], input_size(inner[2], sized)
+    lip = bounds.get(g, 0.0) if isinstance(g, fx.Node) else 0.0
+    if hw is None or lip == 0.0:
+        return None
+    lo, hi = min(slopes[0], 0.0), max(slopes[1], 0.0)
+    centre, radius = (lo + hi) / 2, (hi - lo) / 2
+    (k1, (s1, d1), _), (k2, (s2, d2), _) = inner, outer
+    n1 = full_support_bound(k1, s1, d1, hw)
+    support = tuple((n + d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(hw, k1.shape[2:], s1, d1, strict=True))
+    spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * n1 * lip
+    extent = [s1[a] * d2[a] * (k2.shape[2 + a] - 1) + d1[a] * (k1.shape[2 + a] - 1) + 1 for a in (0, 1)]
+    if spread >= current or extent[0] * extent[1] > _COMPOSITE_TAPS:
+        return None
+    composite, stride = compose_kernels(k1, (s1, d1), k2, (s2, d2))
+    return spread + centre * full_support_bound(composite, stride, (1, 1), hw, coarse=True) * lip
