@@ -7,11 +7,12 @@ For each random-init plain model of ``bench_zoo.py`` (and the small ones of the 
 - the guaranteed bound of ``lipschitz_bound``;
 - a realised lower bound, ``lipschitz_lower_bound`` (power iteration on the Jacobian at 4 inputs);
 - the *slope relaxation*: every activation replaced by a linear map with per-neuron slopes chosen in
-  its slope range ([0, 1] for ReLU, [-0.17, 1.13] for GELU, ...) to maximise the Jacobian norm
-  (alternating power iteration and the best slope for each neuron). Every bound that treats the
-  activations only by their slope ranges (layer products, LipSDP, Gram iteration) must be at least this
-  value, so ``relaxed / realised`` is the best ratio such a method can reach against this lower bound,
-  and ``bound / relaxed`` what a better composition could still gain. The relaxed value is a norm of a
+  its slope range ([0, 1] for ReLU, [-0.13, 1.13] for GELU, ...: ``lipcert.lipschitz.activations``) to
+  maximise the Jacobian norm (alternating power iteration and the best slope for each neuron). Every
+  bound that treats the activations only by their slope ranges (layer products, LipSDP, Gram iteration,
+  the bound across an activation) must be at least this value, so ``relaxed / realised`` is the best
+  ratio such a method can reach against this lower bound, and ``bound / relaxed`` what a better
+  composition could still gain. The relaxed value is a norm of a
   linear map the power iteration found: a lower bound on that maximum, not a certificate.
 """
 
@@ -23,16 +24,11 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from bench_zoo import ZOO, random_init
 from torch import fx, nn
 
 from lipcert import lipschitz_bound, lipschitz_lower_bound
-
-SLOPES = {  # (least, largest) derivative of each activation
-    nn.ReLU: (0.0, 1.0), F.relu: (0.0, 1.0), torch.relu: (0.0, 1.0), nn.Tanh: (0.0, 1.0),
-    nn.SiLU: (-0.0998, 1.0998), nn.GELU: (-0.1700, 1.1289),
-}  # fmt: skip
+from lipcert.lipschitz.activations import activation_slopes
 
 
 class _Slopes(nn.Module):
@@ -50,16 +46,11 @@ class _Slopes(nn.Module):
 
 def _slope_model(model: nn.Module) -> tuple[fx.GraphModule, list[_Slopes]]:
     gm = fx.symbolic_trace(copy.deepcopy(model))
+    modules = dict(gm.named_modules())
     stand_ins = []
     for node in list(gm.graph.nodes):
-        if node.op not in ("call_module", "call_function"):
-            continue
-        target = gm.get_submodule(node.target) if node.op == "call_module" else node.target
-        if isinstance(target, nn.LeakyReLU):
-            slopes = (min(target.negative_slope, 1.0), max(target.negative_slope, 1.0))
-        elif (type(target) if node.op == "call_module" else target) in SLOPES:
-            slopes = SLOPES[type(target) if node.op == "call_module" else target]
-        else:
+        slopes = activation_slopes(node, modules)  # the ranges lipschitz_bound uses (not widened to hold 0)
+        if slopes is None:
             continue
         mod = _Slopes(*slopes)
         gm.add_module(f"slopes{len(stand_ins)}", mod)
@@ -102,7 +93,8 @@ def slope_relaxed_norm(model: nn.Module, shape, rounds: int = 12, iters: int = 2
 
 
 def _models():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lipschitz"))
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    sys.path[:0] = [str(tests), str(tests / "lipschitz")]  # test_zoo imports the suite's dense_jacobian
     from test_zoo import ZOO as TEST_ZOO  # the small models of the suite's zoo tests
 
     for name, make in ZOO.items():
