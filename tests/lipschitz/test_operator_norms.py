@@ -170,3 +170,20 @@ def test_bounds_scale_exactly_with_the_weights_at_the_ends_of_float64(make, expo
     with torch.no_grad():
         layer.weight.mul_(2.0**exponent)  # exact in float64 (no entry leaves the normal range)
     assert lipschitz_bound(layer, shape, progress=False) == unit * 2.0**exponent
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("coarse", [False, True])
+def test_the_whole_plane_bound_is_above_the_exact_norm_of_every_output_of_a_boxed_input(seed, coarse):
+    """``F E_box``: all non-zero outputs (a "full" convolution, padding e - 1), any stride and dilation."""
+    gen = torch.Generator().manual_seed(seed)
+    c_out, c_in, kh, kw, s, d = (int(v) for v in torch.randint(1, 4, (6,), generator=gen))
+    n = (int(torch.randint(3, 8, (1,), generator=gen)), int(torch.randint(3, 8, (1,), generator=gen)))
+    w = torch.randn(c_out, c_in, kh, kw, generator=gen, dtype=torch.float64)
+    pads = ((kh - 1) * d, (kw - 1) * d)
+    eye = torch.eye(c_in * n[0] * n[1], dtype=torch.float64).reshape(-1, c_in, *n)
+    out = F.conv2d(eye, w, stride=s, dilation=d, padding=pads)
+    exact = torch.linalg.matrix_norm(out.reshape(eye.shape[0], -1).T, ord=2).item()
+    got = operator_norms.full_support_bound(w, (s, s), (d, d), n, coarse=coarse)
+    assert got >= exact * (1 - 1e-9)
+    assert got <= operator_norms.receptive_field_bound(w, (s, s), (d, d)) * (1 + 1e-12)
