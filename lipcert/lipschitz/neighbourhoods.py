@@ -75,7 +75,10 @@ def merged_bound(node: fx.Node, mod: nn.Module, modules: dict, sized, facts, bou
     return best
 
 
-_COMPOSITE_TAPS = 121  # larger composed kernels (dilations after strides: 75x75 in an ASPP) cost too much
+# Composed kernels are formed up to 16x16 taps and the size of a 64-channel 11x11 kernel: larger ones (a
+# dilation after a stride: 75x75 in an ASPP on a strided backbone) cost too much and keep the product.
+_COMPOSITE_TAPS = 256
+_COMPOSITE_SIZE = 121 * 64 * 64
 
 
 def _conv_unit(node, modules: dict):
@@ -128,7 +131,8 @@ def across_activation_bound(node: fx.Node, modules: dict, sized, bounds: dict, c
     support = tuple((n + d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(hw, k1.shape[2:], s1, d1, strict=True))
     spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * n1 * lip
     extent = [s1[a] * d2[a] * (k2.shape[2 + a] - 1) + d1[a] * (k1.shape[2 + a] - 1) + 1 for a in (0, 1)]
-    if spread >= current or extent[0] * extent[1] > _COMPOSITE_TAPS:
+    taps = extent[0] * extent[1]
+    if spread >= current or taps > _COMPOSITE_TAPS or taps * k1.shape[1] * k2.shape[0] > _COMPOSITE_SIZE:
         return None
     composite, stride = compose_kernels(k1, (s1, d1), k2, (s2, d2))
     return spread + centre * full_support_bound(composite, stride, (1, 1), hw, coarse=True) * lip
