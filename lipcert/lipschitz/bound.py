@@ -185,6 +185,7 @@ def lipschitz_bound(
         modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         inputs: dict[fx.Node, float] = {}  # bound of the one image-dependent input of each module call
+        planes: dict[fx.Node, float] = {}  # bounds of convolutions' outputs over the whole plane (neighbourhoods)
         unknown: list[str] = []
         output = None
         nodes = tqdm(list(graph.nodes), desc="lipschitz_bound", delay=1.0, leave=False, disable=not progress)
@@ -198,7 +199,7 @@ def lipschitz_bound(
             elif node.op == "output":
                 output = _output_bound(node, bounds)
             elif node.op == "call_module":
-                ctx = (modules, sized, facts, bounds, inputs)
+                ctx = (modules, sized, facts, bounds, inputs, planes)
                 bounds[node] = _module_call_bound(node, modules[node.target], prev, ctx, unknown)
             elif _is_metadata(node):
                 continue  # x.shape, x.size(1), ...: no tensor flows on
@@ -219,7 +220,7 @@ def lipschitz_bound(
 
 def _module_call_bound(node: fx.Node, mod: nn.Module, prev: list, ctx: tuple, unknown: list) -> float:
     """Bound of ``input image -> output of this module call`` (records the bound of its input in ``inputs``)."""
-    modules, sized, facts, bounds, inputs = ctx
+    modules, sized, facts, bounds, inputs, planes = ctx
     dependent = [b for b in prev if b != 0.0]  # a layer bound is a bound in its one input
     if len(dependent) > 1:
         unknown.append(f"{node.target[2:]} ({type(mod).__name__} called on several image-dependent inputs)")
@@ -232,7 +233,7 @@ def _module_call_bound(node: fx.Node, mod: nn.Module, prev: list, ctx: tuple, un
         return math.nan
     merged = merged_bound(node, mod, modules, sized, facts, bounds, inputs)
     best = factor * inputs[node] if merged is None else min(factor * inputs[node], merged)
-    chained = across_activation_bound(node, modules, sized, bounds, best)
+    chained = across_activation_bound(node, modules, sized, bounds, best, planes)
     return best if chained is None else min(best, chained)
 
 

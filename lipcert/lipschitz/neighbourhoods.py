@@ -8,6 +8,8 @@ whatever else reads the intermediate values (those keep their own bounds). Proof
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import fx, nn
 
@@ -105,14 +107,18 @@ def _conv_unit(node, modules: dict):
     return kernel, (tuple(mod.stride), tuple(mod.dilation)), conv_node
 
 
-def across_activation_bound(node: fx.Node, modules: dict, sized, bounds: dict, current: float) -> float | None:
+def across_activation_bound(
+    node: fx.Node, modules: dict, sized, bounds: dict, current: float, planes: dict
+) -> float | None:
     """Bound of ``v = conv2(phi(conv1(g)))`` through the slope range of phi, or None.
 
     Each convolution may carry its eval BatchNorm (merged); phi is elementwise with difference quotients
     in ``[lo, hi]``, widened to hold 0 (the zeros outside conv1's output window). With F1, F2 the
     convolutions over the whole plane, ``c = (lo + hi) / 2`` and ``r = (hi - lo) / 2``:
-    ``L(v) <= L(g) (c ||F2 F1|| + r ||F2|| ||F1||)``, where ``F2 F1`` is one strided convolution
-    (:func:`compose_kernels`). Skipped (None) when it cannot beat ``current`` or without input sizes.
+    ``T(v) <= c ||F2 F1|| L(g) + r ||F2|| T(conv1)``, where ``F2 F1`` is one strided convolution
+    (:func:`compose_kernels`) and ``T`` bounds the map from the image to a convolution's outputs over
+    the whole plane (its window's values among them): ``||F1|| L(g)``, or this rule's value at conv1,
+    kept in ``planes``. Skipped (None) when it cannot beat ``current`` or without input sizes.
     """
     outer = _conv_unit(node, modules)
     act = outer[2].args[0] if outer is not None else None
@@ -127,12 +133,13 @@ def across_activation_bound(node: fx.Node, modules: dict, sized, bounds: dict, c
     lo, hi = min(slopes[0], 0.0), max(slopes[1], 0.0)
     centre, radius = (lo + hi) / 2, (hi - lo) / 2
     (k1, (s1, d1), _), (k2, (s2, d2), _) = inner, outer
-    n1 = full_support_bound(k1, s1, d1, hw)
+    plane = min(planes.get(act.args[0], math.inf), full_support_bound(k1, s1, d1, hw) * lip)
     support = tuple((n + d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(hw, k1.shape[2:], s1, d1, strict=True))
-    spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * n1 * lip
+    spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * plane
     extent = [s1[a] * d2[a] * (k2.shape[2 + a] - 1) + d1[a] * (k1.shape[2 + a] - 1) + 1 for a in (0, 1)]
     taps = extent[0] * extent[1]
     if spread >= current or taps > _COMPOSITE_TAPS or taps * k1.shape[1] * k2.shape[0] > _COMPOSITE_SIZE:
         return None
     composite, stride = compose_kernels(k1, (s1, d1), k2, (s2, d2))
-    return spread + centre * full_support_bound(composite, stride, (1, 1), hw, coarse=True) * lip
+    planes[node] = spread + centre * full_support_bound(composite, stride, (1, 1), hw, coarse=True) * lip
+    return planes[node]

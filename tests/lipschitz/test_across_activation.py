@@ -106,6 +106,75 @@ def test_the_bound_holds_for_the_worst_slopes_and_never_exceeds_the_product(seed
     assert got <= _without_rule(model, shape) * (1 + 1e-9)
 
 
+def _worst_chain_slopes(mats: list, lo: float, hi: float, seed: int) -> float:
+    """Largest ``||A_k D_{k-1} ... D_1 A_1||`` an alternating search finds, each D in [lo, hi]."""
+    gen = torch.Generator().manual_seed(seed)
+    ds = [lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float64) for m in mats[:-1]]
+    best = 0.0
+    for _ in range(25):
+        for i in range(len(ds)):  # u^T (...) v is linear in D_i: the best D_i follows the signs
+            total = mats[0]
+            for d, m in zip(ds, mats[1:], strict=True):
+                total = m @ (d[:, None] * total)
+            u, s, vh = torch.linalg.svd(total)
+            best = max(best, float(s[0]))
+            right, left = vh[0], u[:, 0]
+            for j in range(i + 1):  # the input side of D_i: A_i D_{i-1} ... A_1 v
+                right = mats[j] @ (right if j == 0 else ds[j - 1] * right)
+            for j in range(len(mats) - 1, i, -1):  # the output side: A_{i+1}^T D_{i+1} ... A_k^T u
+                left = mats[j].T @ (left if j == len(mats) - 1 else ds[j] * left)
+            ds[i] = torch.where(left * right > 0, hi, lo).to(torch.float64)
+    return best
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_a_chain_of_three_is_bounded_above_its_worst_slopes(seed):
+    """The bound of the whole plane carried from one pair to the next holds for every slope pattern."""
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    widths = [int(v) for v in rng.integers(1, 4, 4)]
+    convs = [
+        nn.Conv2d(widths[i], widths[i + 1], int(rng.choice([1, 3])), int(rng.integers(1, 3)), int(rng.integers(0, 2)))
+        for i in range(3)
+    ]
+    make, lo, hi = ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))]
+    shape = (widths[0], 9, 9)
+    sizes = [shape]
+    for conv in convs:
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        sizes.append(tuple(conv(torch.zeros(1, *sizes[-1])).shape[1:]))
+    model = nn.Sequential(convs[0], make(), convs[1], make(), convs[2]).eval()
+    got = lipschitz_bound(model, shape, progress=False)
+    mats = [_affine_matrix(copy.deepcopy(c).double(), size) for c, size in zip(convs, sizes, strict=False)]
+    worst = max(
+        _worst_chain_slopes(mats, a, b, seed + i) for i, (a, b) in enumerate([(lo, hi), (min(lo, 0), max(hi, 0))])
+    )
+    assert got >= worst * (1 - 1e-9)
+    assert got <= _without_rule(model, shape) * (1 + 1e-9)
+
+
+def test_the_zeros_outside_the_first_window_are_held_by_the_widened_slope_range():
+    """Over the plane ``F2 F1 = 0``; through conv1's window the border survives: norm 1 at slope 1.
+
+    ``a_j = x_j``, ``b_j = x_{j+1}`` (a valid convolution), then ``z_j = a_{j+1} - b_j`` with padding 1:
+    inside, the two cancel; at the ends ``b_{-1}`` and ``a_{n-1}`` lie outside conv1's window (zeros), so
+    ``z = (x_0, 0, ..., 0, -x_{n-1})``. LeakyReLU(0.2) at slope 1 everywhere (a large bias): the Jacobian
+    has norm 1. With the range [0.2, 1] itself, ``0.6 ||F2 F1|| + 0.4 ||F2|| ||F1|| = 0.8`` would be
+    below it; widened to [0, 1] the bound is 1, exactly.
+    """
+    conv1, conv2 = nn.Conv2d(1, 2, (1, 2)), nn.Conv2d(2, 1, (1, 2), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        conv1.weight.copy_(torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]]))
+        conv1.bias.fill_(10.0)
+        conv2.weight.copy_(torch.tensor([[[[0.0, 1.0]], [[-1.0, 0.0]]]]))
+    model = nn.Sequential(conv1, nn.LeakyReLU(0.2), conv2).eval()
+    shape = (1, 3, 6)
+    realised = jacobian_norm(model, shape, torch.rand(1, *shape))
+    assert realised == pytest.approx(1.0, rel=1e-9)
+    assert lipschitz_bound(model, shape, progress=False) == pytest.approx(1.0, rel=1e-5)
+
+
 def test_a_cancelling_pair_is_bounded_at_its_true_constant():
     """``relu(x) - relu(x - 5)``: the product says 2, the composed pair cancels, the true constant is 1."""
     conv1, conv2 = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1, bias=False)
