@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_zoo.py [--sizes 256x512 512x1024] [--repeats 3]``.
 Prints two markdown tables (a benchmark, not a timed test): the bound and its wall time for a zoo of
 random-init plain models of real shapes at each input size, and the time per layer type. Times are the
-median of ``--repeats`` calls after one warm-up call (imports and tracing caches), with min and max.
+median of ``--repeats`` calls after one warm-up call (imports and tracing caches), with min and max;
+each timed call starts with no memoised norm (``clear_norm_cache``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipcert import lipschitz_bound
+from lipcert.lipschitz.operator_norms import clear_norm_cache
 
 
 def _cbr(c_in: int, c_out: int, **kw) -> nn.Sequential:
@@ -130,6 +132,7 @@ def _timed(model: nn.Module, shape, repeats: int) -> tuple[float, list[float]]:
     value = lipschitz_bound(model, shape, progress=False)  # warm-up
     times = []
     for _ in range(repeats):
+        clear_norm_cache()  # cold: no norm memoised by an earlier call
         t0 = time.perf_counter()
         lipschitz_bound(model, shape, progress=False)
         times.append(time.perf_counter() - t0)

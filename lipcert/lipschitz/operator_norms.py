@@ -45,6 +45,7 @@ _SAFE_PADDING = ("zeros", "circular", "replicate")
 # cheap bounds are tight) stops after _FINE_BUDGET blocks.
 _COARSE_BLOCKS = 4096
 _FINE_BUDGET = 512
+_COARSE_PER_DEGREE = 16  # points per unit of degree of the cheap whole-torus bound (full_support_bound(coarse=True))
 
 
 # Norms already computed, keyed by the kernel's bytes (a 256-bit digest), shape, geometry and grid: the
@@ -275,14 +276,15 @@ def full_support_bound(weight: torch.Tensor, stride, dilation, in_hw: tuple[int,
 
 
 def _torus_or_grid(unit: torch.Tensor, stride, dilation, grid) -> float:
-    """The cheapest of: a whole-torus bound already computed, one on 16 points per degree, the grid's."""
+    """The cheapest of: a whole-torus bound already computed, a coarse one (16 points per degree), the grid's."""
     torus = (tuple(stride), tuple(dilation))
     key = _memo_key("torus", unit, torus)
     if key in _MEMO:
         return math.sqrt(_MEMO[key][0])
-    points = coarse_points(unit, stride, dilation, per_degree=16)
+    points = coarse_points(unit, stride, dilation, per_degree=_COARSE_PER_DEGREE)
     if (grid[0] // stride[0]) * (grid[1] // stride[1]) > 2 * points[0] * points[1]:
-        value, _ = _memoised("torus", unit, (*torus, 16), lambda: torus_eigenvalue(unit, stride, dilation, 16))
+        geometry = (*torus, _COARSE_PER_DEGREE)
+        value, _ = _memoised("torus", unit, geometry, lambda: torus_eigenvalue(unit, stride, dilation, *geometry[2:]))
         return math.sqrt(value)
     return circular_strided_norm(unit, stride, dilation, grid)
 
