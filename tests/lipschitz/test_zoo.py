@@ -84,8 +84,10 @@ class Normalised(nn.Module):
 ZOO = {"unet": UNet, "deeplab": DeepLabHead, "fcn": FCN, "normalised": Normalised}
 
 
-def _init(model):
+def _init(make):
+    """``make()`` built under seed 0 (the same weights in every run and test order), eval statistics set."""
     torch.manual_seed(0)
+    model = make()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -95,7 +97,7 @@ def _init(model):
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_models_are_bounded_above_their_dense_jacobian_and_certified(name):
-    model = _init(ZOO[name]())
+    model = _init(ZOO[name])
     bound = lipschitz_bound(model, (3, 16, 16))
     assert 0 < bound < float("inf")
     for point in (None, torch.rand(1, 3, 16, 16)):
@@ -107,15 +109,21 @@ def test_zoo_models_are_bounded_above_their_dense_jacobian_and_certified(name):
     assert cert.worst.shape == (2, 2)
 
 
+# bound / realised lower at 64x64 measured with these weights: unet 16.0, deeplab 10.3, fcn 5.4, normalised
+# 1.25. The issue asks for 3x; only the normalised net meets it (docs/models.md, "Tightness on plain
+# networks", says why the others do not). The guards sit about 1.5x above the measured ratios, so that
+# a looser bound or a weaker search fails here; the normalised net is held to the issue's 3x.
+RATIO_GUARD = {"unet": 24.0, "deeplab": 15.0, "fcn": 8.0, "normalised": 3.0}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_bounds_are_above_a_realised_lower_bound_at_64x64(name):
-    # sound, not tight: for these shapes at random init bound / realised lower is 1.7x-38x, and for most of
-    # them no slope-based bound can be within 3x (benchmarks/bench_zoo_gap.py, docs/models.md)
-    model = _init(ZOO[name]())
+    model = _init(ZOO[name])
     bound = lipschitz_bound(model, (3, 64, 64))
-    lower = lipschitz_lower_bound(model, torch.rand(1, 3, 64, 64), n_iter=20, n_random=2)
-    assert 0 < lower <= bound
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    lower = lipschitz_lower_bound(model, x, n_iter=20, n_random=2, ascent_steps=200)
+    assert 0 < lower <= bound <= RATIO_GUARD[name] * lower
 
 
 ACTIVATIONS = [
