@@ -97,6 +97,19 @@ def activation_slopes(node: fx.Node, modules: dict) -> tuple[float, float] | Non
 
     Modules of the exact built-in types (a subclass may compute something else), the functions above,
     and ``F.leaky_relu`` with a literal slope. Extra tensor arguments (e.g. an ``out=``) rule it out.
+
+    Args:
+        node: a node of a traced graph.
+        modules: ``dict(root.named_modules())`` of the traced root.
+
+    Returns:
+        ``(lo, hi)``: every difference quotient of the activation lies in it; or None.
+
+    Examples:
+        >>> from torch import fx, nn
+        >>> gm = fx.symbolic_trace(nn.Sequential(nn.LeakyReLU(0.1)))
+        >>> [activation_slopes(n, dict(gm.named_modules())) for n in gm.graph.nodes]
+        [None, (0.1, 1.0), None]
     """
     if node.op == "call_module":
         mod = modules.get(node.target)
