@@ -133,9 +133,10 @@ def test_a_chain_of_three_is_bounded_above_its_worst_slopes(seed):
     """The bound of the whole plane carried from one pair to the next holds for every slope pattern."""
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     widths = [int(v) for v in rng.integers(1, 4, 4)]
-    convs = [
-        nn.Conv2d(widths[i], widths[i + 1], int(rng.choice([1, 3])), int(rng.integers(1, 3)), int(rng.integers(0, 2)))
-        for i in range(3)
+    kernels = [int(rng.choice([1, 3])) for _ in range(3)]
+    convs = [  # a 3x3 kernel gets padding 1, so that three strides of 2 still leave a 9x9 input 2x2
+        nn.Conv2d(widths[i], widths[i + 1], k, int(rng.integers(1, 3)), int(rng.integers(k // 2, 2)))
+        for i, k in enumerate(kernels)
     ]
     make, lo, hi = ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))]
     shape = (widths[0], 9, 9)
