@@ -22,7 +22,7 @@ from ..core.config import LIPSCHITZ_REL_SLACK
 from ..core.errors import LipschitzBoundError
 from ..core.model_state import eval_mode
 from .functional_bounds import functional_bound
-from .graph_facts import input_size, node_facts, tensor_args
+from .graph_facts import check_graph_is_the_model, input_size, node_facts, reroute_inplace_reads, tensor_args
 from .layer_bounds import (
     LAYER_BOUNDS,
     REFUSED_LAYERS,
@@ -180,9 +180,11 @@ def lipschitz_bound(
                 f"Cannot trace {type(model).__name__} with torch.fx to compose a bound: {exc}. Declare L "
                 "explicitly with `lipschitz=` if you have a guarantee for it."
             ) from exc
+        modules = dict(root.named_modules())
+        reroute_inplace_reads(graph, modules)
+        check_graph_is_the_model(root, graph, input_shape)
         facts = node_facts(root, graph, input_shape)
         sized = facts if input_shape is not None else None  # a guessed probe size says nothing of the real one
-        modules = dict(root.named_modules())
         bounds: dict[fx.Node, float] = {}
         inputs: dict[fx.Node, float] = {}  # bound of the one image-dependent input of each module call
         planes: dict[fx.Node, float] = {}  # bounds of convolutions' outputs over the whole plane (neighbourhoods)

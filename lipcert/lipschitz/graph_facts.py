@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 
 import torch
 from torch import fx, nn
@@ -109,3 +111,81 @@ def input_size(node: fx.Node, facts: dict | None) -> tuple[int, int] | None:
         return None
     shape = facts["shapes"][node.args[0]]
     return tuple(shape[-2:]) if len(shape) >= 3 else None
+
+
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+
+
+def _is_inplace(node: fx.Node, modules: dict) -> bool:
+    """Whether a call overwrites its first argument.
+
+    ``inplace=True`` as a module attribute, a keyword, or in the positional place of a function's
+    ``inplace`` parameter; or an augmented assignment (``x += y``).
+    """
+    if node.op == "call_module":
+        return getattr(modules.get(node.target), "inplace", False) is True
+    if node.op != "call_function":
+        return False
+    if node.target in _INPLACE_OPERATORS or node.kwargs.get("inplace") is True:
+        return True
+    try:
+        names = list(inspect.signature(node.target).parameters)
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    place = names.index("inplace") if "inplace" in names else None
+    return place is not None and len(node.args) > place and node.args[place] is True
+
+
+def reroute_inplace_reads(graph: fx.Graph, modules: dict) -> None:
+    """Make every read after an in-place call read that call's output, as it does when the model runs.
+
+    ``h = conv(x); act(h)`` with ``act`` in place, then ``h`` used again: torch.fx records the later use
+    as a read of ``h``, but the tensor then holds ``act(h)``. Rerouting those reads to the activation's
+    node makes every bound (and every merged neighbourhood, e.g. a BatchNorm "reading a convolution")
+    describe what runs.
+    """
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        src = node.args[0] if node.args else None
+        if not isinstance(src, fx.Node) or not _is_inplace(node, modules):
+            continue
+        for user in list(src.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(src, node)
+
+
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv}
+
+
+def check_graph_is_the_model(root: nn.Module, graph: fx.Graph, input_shape) -> None:
+    """Refuse a graph that may not compute what the model computes: ``h += y`` on a tensor.
+
+    torch.fx records an augmented assignment as ``h + y`` while the tensor ``h`` is changed in place, so
+    later reads of ``h`` see the sum. When the graph holds an arithmetic node whose first operand is read
+    again after it (the pattern such an assignment leaves), the traced graph and the model are run on
+    one random input and must agree.
+    """
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    ambiguous = any(
+        n.op == "call_function" and n.target in _ARITHMETIC and isinstance(n.args[0], fx.Node)
+        and any(order[u] > order[n] for u in n.args[0].users if u is not n)
+        for n in graph.nodes
+    )  # fmt: skip
+    shape = input_shape if input_shape is not None else probe_shape(root)
+    if not ambiguous or shape is None:
+        return
+    x = zero_input(root, shape)
+    x = torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)
+    try:
+        with torch.no_grad():
+            want, got = root(x.clone()), fx.GraphModule(root, graph)(x.clone())
+    except Exception:  # noqa: BLE001 - the graph's own run reports failures with their context
+        return
+    if torch.is_tensor(want) and torch.is_tensor(got) and want.shape == got.shape:
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-6 * max(1.0, scale), equal_nan=True):
+            raise LipschitzBoundError(
+                "The traced graph does not compute what the model computes on a random input: an in-place "
+                "update torch.fx does not record (e.g. `h += y` on a tensor that is read again) or a Python "
+                "branch on values. Write `h = h + y`, or declare L with `lipschitz=` if you can guarantee it."
+            )
