@@ -109,7 +109,8 @@ def lipschitz_lower_bound(
         The lower bound as a float.
 
     Raises:
-        LipcertError: images that are not a finite float (B, C, H, W) tensor, or bad iteration settings.
+        LipcertError: images that are not a finite float (B, C, H, W) tensor, bad iteration settings, or
+            a model that does not return one tensor.
 
     Examples:
         >>> import torch
@@ -131,6 +132,13 @@ def lipschitz_lower_bound(
     for p in model.parameters():
         p.requires_grad_(False)  # (the copy's): the pair search differentiates in the inputs only
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        out = model(x[:1].detach().to(torch.float64))
+    if not torch.is_tensor(out):
+        raise LipcertError(
+            f"The model returns a {type(out).__name__}, not one logit tensor (B, K, H, W): wrap it so that it "
+            "returns the logits (e.g. `lambda x: model(x)['out']` in an nn.Module)."
+        )
     best = 0.0
     for i in range(x.shape[0]):
         xi = x[i : i + 1].detach().to(torch.float64)

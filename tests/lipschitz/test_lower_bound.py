@@ -50,3 +50,17 @@ def test_bad_search_settings_are_refused_by_name(kwargs, words):
     with pytest.raises(LipcertError) as info:
         lipschitz_lower_bound(nn.Conv2d(1, 1, 1), torch.rand(1, 1, 4, 4), **kwargs)
     assert all(w in str(info.value) for w in words)
+
+
+class _DictOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def test_a_model_returning_a_dict_is_refused_in_the_users_terms():
+    with pytest.raises(LipcertError, match="returns a dict"):
+        lipschitz_lower_bound(_DictOutput(), torch.rand(1, 1, 4, 4))
