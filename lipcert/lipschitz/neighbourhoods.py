@@ -118,7 +118,9 @@ def across_activation_bound(
     ``T(v) <= c ||F2 F1|| L(g) + r ||F2|| T(conv1)``, where ``F2 F1`` is one strided convolution
     (:func:`compose_kernels`) and ``T`` bounds the map from the image to a convolution's outputs over
     the whole plane (its window's values among them): ``||F1|| L(g)``, or this rule's value at conv1,
-    kept in ``planes``. Skipped (None) when it cannot beat ``current`` or without input sizes.
+    kept in ``planes``. When conv1 reads a channel concatenation, both terms are also bounded part by
+    part (``sum_i ||F1_i|| L_i`` and ``sum_i ||F2 F1_i|| L_i``), the smaller kept. Skipped (None) when it
+    cannot beat ``current`` or without input sizes.
     """
     outer = _conv_unit(node, modules)
     act = outer[2].args[0] if outer is not None else None
@@ -133,13 +135,25 @@ def across_activation_bound(
     lo, hi = min(slopes[0], 0.0), max(slopes[1], 0.0)
     centre, radius = (lo + hi) / 2, (hi - lo) / 2
     (k1, (s1, d1), _), (k2, (s2, d2), _) = inner, outer
-    plane = min(planes.get(act.args[0], math.inf), full_support_bound(k1, s1, d1, hw) * lip)
+    parts = _concat_parts(inner[2], sized, bounds) or []  # conv1 on a concatenation: also part by part
+    plane = min(
+        planes.get(act.args[0], math.inf),
+        full_support_bound(k1, s1, d1, hw) * lip,
+        sum(full_support_bound(k1[:, sl], s1, d1, hw) * part for sl, part in parts if part > 0) if parts else math.inf,
+    )
     support = tuple((n + d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(hw, k1.shape[2:], s1, d1, strict=True))
     spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * plane
     extent = [s1[a] * d2[a] * (k2.shape[2 + a] - 1) + d1[a] * (k1.shape[2 + a] - 1) + 1 for a in (0, 1)]
     taps = extent[0] * extent[1]
     if spread >= current or taps > _COMPOSITE_TAPS or taps * k1.shape[1] * k2.shape[0] > _COMPOSITE_SIZE:
         return None
-    composite, stride = compose_kernels(k1, (s1, d1), k2, (s2, d2))
-    planes[node] = spread + centre * full_support_bound(composite, stride, (1, 1), hw, coarse=True) * lip
+
+    def composed(kernel: torch.Tensor) -> float:
+        composite, stride = compose_kernels(kernel, (s1, d1), k2, (s2, d2))
+        return full_support_bound(composite, stride, (1, 1), hw, coarse=True)
+
+    through = composed(k1) * lip
+    if parts and centre != 0.0:
+        through = min(through, sum(composed(k1[:, sl]) * part for sl, part in parts if part > 0))
+    planes[node] = spread + centre * through
     return planes[node]
