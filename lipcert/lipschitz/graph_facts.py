@@ -137,17 +137,18 @@ def _is_inplace(node: fx.Node, modules: dict) -> bool:
 
 
 def reroute_inplace_reads(graph: fx.Graph, modules: dict) -> None:
-    """Make every read after an in-place call read that call's output, as it does when the model runs.
+    """Make every read after an in-place call (or a call writing into ``out=``) read that call's output.
 
     ``h = conv(x); act(h)`` with ``act`` in place, then ``h`` used again: torch.fx records the later use
     as a read of ``h``, but the tensor then holds ``act(h)``. Rerouting those reads to the activation's
     node makes every bound (and every merged neighbourhood, e.g. a BatchNorm "reading a convolution")
-    describe what runs.
+    describe what runs. ``torch.add(a, b, out=h)`` likewise overwrites ``h``.
     """
     order = {n: i for i, n in enumerate(graph.nodes)}
     for node in list(graph.nodes):
-        src = node.args[0] if node.args else None
-        if not isinstance(src, fx.Node) or not _is_inplace(node, modules):
+        out = node.kwargs.get("out") if node.op in ("call_function", "call_method") else None
+        src = out if isinstance(out, fx.Node) else (node.args[0] if node.args else None)
+        if not isinstance(src, fx.Node) or not (src is out or _is_inplace(node, modules)):
             continue
         for user in list(src.users):
             if user is not node and order[user] > order[node]:
