@@ -132,20 +132,19 @@ def lipschitz_lower_bound(
     for p in model.parameters():
         p.requires_grad_(False)  # (the copy's): the pair search differentiates in the inputs only
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        out = model(x[:1].detach().to(torch.float64))
-    if not torch.is_tensor(out):
-        raise LipcertError(
-            f"The model returns a {type(out).__name__}, not one logit tensor (B, K, H, W): wrap it so that it "
-            "returns the logits (e.g. `lambda x: model(x)['out']` in an nn.Module)."
-        )
     best = 0.0
     for i in range(x.shape[0]):
         xi = x[i : i + 1].detach().to(torch.float64)
+        with torch.no_grad():
+            base = model(xi)
+        if not torch.is_tensor(base):
+            raise LipcertError(
+                f"The model returns a {type(base).__name__}, not one logit tensor (B, K, H, W): wrap it so that "
+                "it returns the logits (e.g. `lambda x: model(x)['out']` in an nn.Module)."
+            )
         dirs = [_jacobian_top_direction(model, xi, n_iter, gen)]
         dirs += [torch.randn(xi.shape, generator=gen, dtype=xi.dtype) for _ in range(n_random)]
         with torch.no_grad():
-            base = model(xi)
             for d in dirs:
                 d = d / d.norm() * step
                 ratio = ((model(xi + d) - base).norm() / d.norm()).item()

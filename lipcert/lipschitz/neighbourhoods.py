@@ -16,7 +16,7 @@ from torch import fx, nn
 from .activations import activation_slopes
 from .graph_facts import input_size
 from .layer_bounds import batchnorm_scale, conv_batchnorm_bound, merges_with_batchnorm
-from .operator_norms import compose_kernels, dense_weight, full_support_bound
+from .operator_norms import compose_kernels, composed_extent, dense_weight, full_support_bound
 
 
 def only_feeds_merged_batchnorms(node: fx.Node, mod: nn.Module, modules: dict) -> bool:
@@ -143,7 +143,7 @@ def across_activation_bound(
     )
     support = tuple((n + d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(hw, k1.shape[2:], s1, d1, strict=True))
     spread = radius * full_support_bound(k2, s2, d2, support, coarse=True) * plane
-    extent = [s1[a] * d2[a] * (k2.shape[2 + a] - 1) + d1[a] * (k1.shape[2 + a] - 1) + 1 for a in (0, 1)]
+    extent = composed_extent(k1.shape, (s1, d1), k2.shape, (s2, d2))
     taps = extent[0] * extent[1]
     if spread >= current or taps > _COMPOSITE_TAPS or taps * k1.shape[1] * k2.shape[0] > _COMPOSITE_SIZE:
         return None

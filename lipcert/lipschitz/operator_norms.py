@@ -289,6 +289,17 @@ def _torus_or_grid(unit: torch.Tensor, stride, dilation, grid) -> float:
     return circular_strided_norm(unit, stride, dilation, grid)
 
 
+def composed_extent(inner_shape, inner_geometry, outer_shape, outer_geometry) -> list[int]:
+    """Extent (h, w) of the kernel :func:`compose_kernels` forms: ``s_1 d_2 (k_2 - 1) + d_1 (k_1 - 1) + 1``.
+
+    Examples:
+        >>> composed_extent((1, 1, 3, 3), ((2, 2), (1, 1)), (1, 1, 3, 3), ((1, 1), (18, 18)))
+        [75, 75]
+    """
+    (s1, d1), (_, d2) = inner_geometry, outer_geometry
+    return [s1[a] * d2[a] * (outer_shape[2 + a] - 1) + d1[a] * (inner_shape[2 + a] - 1) + 1 for a in (0, 1)]
+
+
 def compose_kernels(inner: torch.Tensor, inner_geometry, outer: torch.Tensor, outer_geometry):
     """The one convolution ``F_outer o F_inner`` over the whole plane: its kernel and stride.
 
@@ -312,7 +323,7 @@ def compose_kernels(inner: torch.Tensor, inner_geometry, outer: torch.Tensor, ou
     """
     (s1, d1), (s2, d2) = inner_geometry, outer_geometry
     k1h, k1w = inner.shape[2:]
-    extent = [s1[a] * d2[a] * (outer.shape[2 + a] - 1) + d1[a] * (inner.shape[2 + a] - 1) + 1 for a in (0, 1)]
+    extent = composed_extent(inner.shape, inner_geometry, outer.shape, outer_geometry)
     kernel = torch.zeros(outer.shape[0], inner.shape[1], *extent, dtype=torch.float64)
     for th in range(outer.shape[2]):
         for tw in range(outer.shape[3]):

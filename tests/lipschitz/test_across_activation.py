@@ -46,20 +46,28 @@ def _affine_matrix(layers: nn.Module, shape) -> torch.Tensor:
     return torch.autograd.functional.jacobian(lambda v: layers(v).flatten(), x).reshape(-1, x.numel())
 
 
-def _worst_slopes(a1: torch.Tensor, a2: torch.Tensor, lo: float, hi: float, seed: int) -> float:
-    """Largest ``||A2 diag(d) A1||`` an alternating search finds over d in [lo, hi] (a lower bound of the max).
+def _worst_chain_slopes(mats: list, lo: float, hi: float, seed: int) -> float:
+    """Largest ``||A_k D_{k-1} ... D_1 A_1||`` an alternating search finds, each D in [lo, hi] (a lower bound).
 
-    Given the top singular pair (u, v) of the current product, ``u^T A2 diag(d) A1 v`` is linear in d,
-    maximised by d_i = hi where ``(A2^T u)_i (A1 v)_i > 0`` and lo elsewhere.
+    Given the top singular pair (u, v) of the current product, ``u^T (...) v`` is linear in each D_i,
+    maximised by ``hi`` where the two sides' entries have a positive product and ``lo`` elsewhere.
     """
     gen = torch.Generator().manual_seed(seed)
-    d = lo + (hi - lo) * torch.rand(a1.shape[0], generator=gen, dtype=torch.float64)
+    ds = [lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float64) for m in mats[:-1]]
     best = 0.0
     for _ in range(25):
-        u, s, vh = torch.linalg.svd(a2 @ (d[:, None] * a1))
-        best = max(best, float(s[0]))
-        score = (a2.T @ u[:, 0]) * (a1 @ vh[0])
-        d = torch.where(score > 0, hi, lo).to(torch.float64)
+        for i in range(len(ds)):  # u^T (...) v is linear in D_i: the best D_i follows the signs
+            total = mats[0]
+            for d, m in zip(ds, mats[1:], strict=True):
+                total = m @ (d[:, None] * total)
+            u, s, vh = torch.linalg.svd(total)
+            best = max(best, float(s[0]))
+            right, left = vh[0], u[:, 0]
+            for j in range(i + 1):  # the input side of D_i: A_i D_{i-1} ... A_1 v
+                right = mats[j] @ (right if j == 0 else ds[j - 1] * right)
+            for j in range(len(mats) - 1, i, -1):  # the output side: A_{i+1}^T D_{i+1} ... A_k^T u
+                left = mats[j].T @ (left if j == len(mats) - 1 else ds[j] * left)
+            ds[i] = torch.where(left * right > 0, hi, lo).to(torch.float64)
     return best
 
 
@@ -100,31 +108,12 @@ def test_the_bound_holds_for_the_worst_slopes_and_never_exceeds_the_product(seed
     model = nn.Sequential(*front, make(), *back).eval()
     got = lipschitz_bound(model, shape, progress=False)
     a1, a2 = _affine_matrix(copy.deepcopy(front).double(), shape), _affine_matrix(copy.deepcopy(back).double(), mid[1:])
-    worst = max(_worst_slopes(a1, a2, lo, hi, seed), _worst_slopes(a1, a2, min(lo, 0.0), max(hi, 0.0), seed + 1))
+    worst = max(
+        _worst_chain_slopes([a1, a2], lo, hi, seed), _worst_chain_slopes([a1, a2], min(lo, 0.0), max(hi, 0.0), seed + 1)
+    )
     realised = max(jacobian_norm(model, shape, torch.randn(1, *shape, generator=gen)) for _ in range(2))
     assert got >= max(worst, realised) * (1 - 1e-9)
     assert got <= _without_rule(model, shape) * (1 + 1e-9)
-
-
-def _worst_chain_slopes(mats: list, lo: float, hi: float, seed: int) -> float:
-    """Largest ``||A_k D_{k-1} ... D_1 A_1||`` an alternating search finds, each D in [lo, hi]."""
-    gen = torch.Generator().manual_seed(seed)
-    ds = [lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float64) for m in mats[:-1]]
-    best = 0.0
-    for _ in range(25):
-        for i in range(len(ds)):  # u^T (...) v is linear in D_i: the best D_i follows the signs
-            total = mats[0]
-            for d, m in zip(ds, mats[1:], strict=True):
-                total = m @ (d[:, None] * total)
-            u, s, vh = torch.linalg.svd(total)
-            best = max(best, float(s[0]))
-            right, left = vh[0], u[:, 0]
-            for j in range(i + 1):  # the input side of D_i: A_i D_{i-1} ... A_1 v
-                right = mats[j] @ (right if j == 0 else ds[j - 1] * right)
-            for j in range(len(mats) - 1, i, -1):  # the output side: A_{i+1}^T D_{i+1} ... A_k^T u
-                left = mats[j].T @ (left if j == len(mats) - 1 else ds[j] * left)
-            ds[i] = torch.where(left * right > 0, hi, lo).to(torch.float64)
-    return best
 
 
 @settings(max_examples=20, deadline=None)
