@@ -316,11 +316,20 @@ def compose_kernels(inner: torch.Tensor, inner_geometry, outer: torch.Tensor, ou
     Returns:
         ``(kernel (C_out, C_in, eh, ew) float64, stride (h, w))``.
 
+    Raises:
+        LipschitzBoundError: kernels that are not 4-D, or whose channels do not chain.
+
     Examples:
         >>> k, s = compose_kernels(torch.ones(1, 1, 2, 1), ((1, 1), (1, 1)), torch.ones(1, 1, 2, 1), ((2, 1), (1, 1)))
         >>> k.flatten().tolist(), s
         ([1.0, 2.0, 1.0], (2, 1))
     """
+    if inner.dim() != 4 or outer.dim() != 4 or outer.shape[1] != inner.shape[0]:
+        raise LipschitzBoundError(
+            f"compose_kernels: the outer kernel reads {outer.shape[1] if outer.dim() == 4 else '?'} channels but "
+            f"the inner one writes {inner.shape[0] if inner.dim() == 4 else '?'} (kernels must be (C_out, C_in, kh, "
+            f"kw); got inner {tuple(inner.shape)}, outer {tuple(outer.shape)})."
+        )
     (s1, d1), (s2, d2) = inner_geometry, outer_geometry
     k1h, k1w = inner.shape[2:]
     extent = composed_extent(inner.shape, inner_geometry, outer.shape, outer_geometry)

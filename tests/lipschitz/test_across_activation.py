@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lipcert.lipschitz.bound as bound_module
-from lipcert import lipschitz_bound, lipschitz_lower_bound
+from lipcert import LipschitzBoundError, lipschitz_bound, lipschitz_lower_bound
 from lipcert.lipschitz import layer_bounds
 from lipcert.lipschitz.activations import GELU, SILU
 from lipcert.lipschitz.operator_norms import clear_norm_cache, compose_kernels
@@ -280,3 +280,14 @@ def test_a_pair_whose_first_convolution_reads_a_concatenation_is_bounded_part_by
 def test_the_part_by_part_pair_is_tighter_when_one_branch_is_weak():
     model = _Decoder(torch.Generator().manual_seed(0), 1e-2).eval()
     assert lipschitz_bound(model, (2, 6, 7), progress=False) < 0.8 * _without_rule(model, (2, 6, 7))
+
+
+@pytest.mark.parametrize(
+    "inner,outer", [((3, 2, 1, 1), (4, 2, 1, 1)), ((3, 2, 1), (4, 3, 1, 1))], ids=["channels", "not 4-D"]
+)
+def test_kernels_that_do_not_chain_are_refused_by_name(inner, outer):
+    geometry = ((1, 1), (1, 1))
+    with pytest.raises(LipschitzBoundError, match="compose_kernels"):
+        compose_kernels(
+            torch.zeros(inner, dtype=torch.float64), geometry, torch.zeros(outer, dtype=torch.float64), geometry
+        )
